@@ -1,0 +1,116 @@
+"""The default offline corpus as a tfds data set in array_record format.
+
+Documents come from data/sources.py. Each goes to the validation split when a
+hash of its source and id falls under `validation_percent`, so the split is
+made by document and is the same on every machine. tfds writes array_record
+without TensorFlow, and training reads it back through `as_data_source`, which
+gives random access by index.
+
+The builder config's name lists the sources that were present, so a machine
+that later installs another source builds a new data set instead of reusing a
+stale one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from typing import Iterator
+
+import gin
+import tensorflow_datasets as tfds
+
+from data import sources as sources_lib
+
+DEFAULT_DATA_DIR = os.path.expanduser(os.environ.get("SCALINGLM_DATA", "~/.cache/scalinglm"))
+DEFAULT_SOURCES = ("python_stdlib", "gcide", "python_docs", "perl_pod")
+
+
+class CorpusError(Exception):
+    """The corpus cannot be built or read (missing sources, empty split)."""
+
+
+def is_validation(doc: dict, validation_percent: float) -> bool:
+    digest = hashlib.sha256(f"{doc['source']}\0{doc['id']}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 10_000 < validation_percent * 100
+
+
+@dataclasses.dataclass
+class CorpusConfig(tfds.core.BuilderConfig):
+    sources: tuple = DEFAULT_SOURCES
+    validation_percent: float = 1.0
+    max_bytes_per_source: int = 0  # 0: everything; small values make test corpora
+
+
+class ScalingCorpus(tfds.core.GeneratorBasedBuilder):
+    """Real text from the Python standard library, GCIDE, the Python docs and Perl's pod."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description=__doc__,
+            features=tfds.features.FeaturesDict({
+                "text": tfds.features.Text(), "source": tfds.features.Text(), "id": tfds.features.Text()}),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is read from local files
+        return {"train": self._generate_examples(False), "validation": self._generate_examples(True)}
+
+    def _generate_examples(self, validation: bool) -> Iterator[tuple[str, dict]]:
+        cfg = self.builder_config
+        for name in cfg.sources:
+            size = 0
+            for doc in sources_lib.iter_documents(name):
+                if cfg.max_bytes_per_source and size >= cfg.max_bytes_per_source:
+                    break
+                size += len(doc["text"].encode())
+                if is_validation(doc, cfg.validation_percent) == validation:
+                    yield f"{doc['source']}/{doc['id']}", doc
+
+
+def _source_stats(builder: ScalingCorpus) -> dict:
+    """Documents and bytes per source and split, counted from the written data."""
+    stats: dict = {}
+    for split in ("train", "validation"):
+        for doc in builder.as_data_source(split):
+            entry = stats.setdefault(doc["source"].decode(), {}).setdefault(split, {"documents": 0, "bytes": 0})
+            entry["documents"] += 1
+            entry["bytes"] += len(doc["text"])
+    return stats
+
+
+@gin.configurable
+def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOURCES,
+                 validation_percent: float = 1.0, max_bytes_per_source: int = 0) -> ScalingCorpus:
+    """Builds the corpus once (cached under data_dir) and returns its prepared builder."""
+    present, missing = sources_lib.available(list(sources))
+    for name in missing:
+        logging.warning("corpus source %s is not installed (%s); leaving it out",
+                        name, sources_lib.SOURCES[name][2])
+    if not present:
+        raise CorpusError(f"none of the corpus sources {list(sources)} is installed")
+    name = "_".join(present) + f"_val{validation_percent:g}".replace(".", "p") + (
+        f"_max{max_bytes_per_source}" if max_bytes_per_source else "")
+    config = CorpusConfig(name=name, sources=tuple(present), validation_percent=validation_percent,
+                          max_bytes_per_source=max_bytes_per_source)
+    builder = ScalingCorpus(config=config, data_dir=os.path.join(data_dir, "tfds"), file_format="array_record")
+    if not builder.is_prepared():
+        builder.download_and_prepare()
+        stats_path = os.path.join(builder.data_dir, "source_stats.json")
+        with open(stats_path, "w") as f:
+            json.dump(_source_stats(builder), f, indent=1)
+    for split in ("train", "validation"):
+        if builder.info.splits[split].num_examples == 0:
+            raise CorpusError(f"the corpus {name} has an empty {split} split")
+    return builder
+
+
+def source_stats(builder: ScalingCorpus) -> dict:
+    with open(os.path.join(builder.data_dir, "source_stats.json")) as f:
+        return json.load(f)

@@ -1,0 +1,77 @@
+"""What a run reads: the corpus splits, the tokenizer, and the unigram baseline.
+
+By default the offline corpus of data/corpus.py. With a network, any tfds
+text data set works with one binding, e.g. `DataConfig.tfds_name = 'lm1b'`
+(with `DataConfig.eval_split = 'test'` where it has no validation split).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import gin
+import tensorflow_datasets as tfds
+
+from data import corpus as corpus_lib
+from data import tokenizer as tokenizer_lib
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    tfds_name: str = ""  # "" = the offline default corpus
+    text_key: str = "text"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    data_dir: str = corpus_lib.DEFAULT_DATA_DIR
+    vocab_size: int = 8192
+    seq_len: int = 256
+    batch_size: int = 32  # global, across all devices and hosts
+    seed: int = 0
+    eval_batches: int = 16
+
+    def __post_init__(self):
+        for name in ("vocab_size", "seq_len", "batch_size", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class Data:
+    train_docs: object
+    eval_docs: object
+    tokenizer: tokenizer_lib.Tokenizer
+    unigram_nats_per_token: float
+    name: str
+    source_stats: dict
+
+
+def _texts(docs, key: str):
+    for doc in docs:
+        value = doc[key]
+        yield value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def load(cfg: DataConfig) -> Data:
+    """Builds (once) and opens the corpus and its tokenizer. Raises CorpusError when unusable."""
+    if cfg.tfds_name:
+        builder = tfds.builder(cfg.tfds_name, data_dir=os.path.join(cfg.data_dir, "tfds"),
+                               file_format="array_record")
+        if not builder.is_prepared():
+            builder.download_and_prepare()
+        stats = {}
+    else:
+        builder = corpus_lib.build_corpus(data_dir=cfg.data_dir)
+        stats = corpus_lib.source_stats(builder)
+    train_docs = builder.as_data_source(cfg.train_split)
+    eval_docs = builder.as_data_source(cfg.eval_split)
+    if len(train_docs) == 0 or len(eval_docs) == 0:
+        raise corpus_lib.CorpusError(f"the corpus {builder.name} has an empty train or eval split")
+    tokenizer = tokenizer_lib.load_or_train(builder.data_dir, cfg.vocab_size,
+                                            lambda: _texts(train_docs, cfg.text_key))
+    unigram = tokenizer_lib.unigram_cross_entropy(
+        tokenizer, _texts(train_docs, cfg.text_key), _texts(eval_docs, cfg.text_key),
+        cache_path=os.path.join(builder.data_dir, f"unigram_{cfg.vocab_size}_{cfg.eval_split}.json"))
+    return Data(train_docs, eval_docs, tokenizer, unigram, f"{builder.name}/{builder.builder_config.name}"
+                if builder.builder_config else builder.name, stats)
+

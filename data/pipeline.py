@@ -1,0 +1,198 @@
+"""From documents to packed batches: tokenize, append EOS, concatenate, cut rows.
+
+Each epoch visits the documents in a fresh seeded permutation. Rows hold
+seq_len + 1 tokens (inputs and targets shifted by one) and consecutive rows
+overlap by one token, so every token is a target exactly once. The iterator's
+whole state is three integers: the epoch, the position in that epoch's
+permutation of the document at the head of the buffer, and how many of its
+tokens were consumed. A checkpoint stores them and a restart re-tokenizes from
+there, so a resumed run sees exactly the batches it would have seen.
+
+Objectives: 'lm' weighs every target; 'prefix_lm' draws a prefix length per
+row and weighs only the targets after the prefix.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+import time
+from typing import Sequence
+
+import numpy as np
+
+OBJECTIVES = ("lm", "prefix_lm")
+
+
+class EndOfData(Exception):
+    """An unshuffled (evaluation) source has no full row left."""
+
+
+def _text(doc, text_key: str) -> str:
+    value = doc[text_key]
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+class PackedBatches:
+    """Deterministic, resumable iterator of packed batches over a random-access document source."""
+
+    def __init__(self, docs: Sequence, tokenizer, seq_len: int, batch_size: int, seed: int = 0,
+                 objective: str = "lm", shuffle: bool = True, text_key: str = "text",
+                 encode_chunk: int = 64):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
+        if len(docs) == 0:
+            raise ValueError("the document source is empty")
+        self.docs, self.tokenizer = docs, tokenizer
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+        self.objective, self.shuffle, self.text_key = objective, shuffle, text_key
+        self.encode_chunk = encode_chunk
+        self.threads = max(1, (os.cpu_count() or 1) // 2)
+        self.set_state({"epoch": 0, "index": 0, "offset": 0})
+
+    # --- state -------------------------------------------------------------
+    def get_state(self) -> dict:
+        if self._buffer:
+            (epoch, index), _ = self._buffer[0]
+            return {"epoch": epoch, "index": index, "offset": self._offset}
+        return {"epoch": self._next[0], "index": self._next[1], "offset": self._offset}
+
+    def set_state(self, state: dict) -> None:
+        self._next = (int(state["epoch"]), int(state["index"]))
+        self._buffer: collections.deque = collections.deque()  # ((epoch, index), tokens)
+        self._buffered = 0
+        self._offset = int(state["offset"])
+        self._order_epoch, self._order = -1, None
+
+    # --- reading -----------------------------------------------------------
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:
+            n = len(self.docs)
+            self._order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                           else np.arange(n))
+            self._order_epoch = epoch
+        return self._order
+
+    def _read_chunk(self) -> None:
+        epoch, index = self._next
+        order = self._permutation(epoch)
+        positions = list(range(index, min(index + self.encode_chunk, len(order))))
+        texts = [_text(self.docs[int(order[i])], self.text_key) for i in positions]
+        for i, ids in zip(positions, self.tokenizer.encode(texts, self.threads)):
+            tokens = np.asarray(ids + [self.tokenizer.eos_id], np.int32)
+            self._buffer.append(((epoch, i), tokens))
+            self._buffered += len(tokens)
+        self._next = (epoch + 1, 0) if positions[-1] + 1 == len(order) else (epoch, positions[-1] + 1)
+
+    def _row(self) -> tuple[np.ndarray, dict]:
+        """seq_len + 1 tokens from the head of the stream, then consume seq_len of them."""
+        while self._buffered - self._offset < self.seq_len + 1:
+            if not self.shuffle and self._next[0] > 0:
+                raise EndOfData  # an unshuffled source is read once (evaluation)
+            self._read_chunk()
+        start = self.get_state()
+        pieces, need, skip = [], self.seq_len + 1, self._offset
+        for _, tokens in self._buffer:
+            take = tokens[skip:skip + need]
+            pieces.append(take)
+            need -= len(take)
+            skip = 0
+            if need == 0:
+                break
+        self._offset += self.seq_len
+        while self._buffer and self._offset >= len(self._buffer[0][1]):
+            self._offset -= len(self._buffer[0][1])
+            self._buffered -= len(self._buffer[0][1])
+            self._buffer.popleft()
+        return np.concatenate(pieces), start
+
+    def next_batch(self) -> dict:
+        rows, starts = zip(*[self._row() for _ in range(self.batch_size)])
+        rows = np.stack(rows)
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        weights = np.ones(targets.shape, np.float32)
+        prefix_len = np.zeros(self.batch_size, np.int32)
+        if self.objective == "prefix_lm":
+            for r, s in enumerate(starts):
+                # Drawn from the row's own position, so a resumed run draws the same prefixes.
+                rng = np.random.default_rng([self.seed, s["epoch"], s["index"], s["offset"]])
+                prefix_len[r] = rng.integers(1, self.seq_len)
+            weights = (np.arange(self.seq_len)[None, :] >= prefix_len[:, None] - 1).astype(np.float32)
+        return {"inputs": inputs, "targets": targets, "weights": weights, "prefix_len": prefix_len}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self.next_batch()
+
+
+def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_batches: int,
+                 objective: str = "lm", text_key: str = "text") -> list[dict]:
+    """The first `max_batches` batches of the eval split in document order, each with the
+    number of raw-text bytes its weighted targets encode (for bits per byte)."""
+    stream = PackedBatches(docs, tokenizer, seq_len, batch_size, objective=objective, shuffle=False,
+                           text_key=text_key)
+    batches = []
+    try:
+        while len(batches) < max_batches:
+            batch = stream.next_batch()
+            batch["bytes"] = float((tokenizer.piece_bytes[batch["targets"]] * batch["weights"]).sum())
+            batches.append(batch)
+    except EndOfData:
+        pass
+    if not batches:
+        raise ValueError(f"the eval split is too small for one batch of {batch_size} x {seq_len} tokens")
+    return batches
+
+
+class Prefetcher:
+    """Runs a PackedBatches in a background thread, `depth` batches ahead of training.
+
+    Each item carries the iterator state after its batch, so a checkpoint taken
+    after training on it resumes right behind it. `tokens_per_s` is the
+    producer's own rate (tokens over time spent producing), to compare with
+    training's consumption.
+    """
+
+    def __init__(self, batches: PackedBatches, depth: int = 4):
+        self.batches = batches
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._busy_s, self._tokens = 0.0, 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                start = time.perf_counter()
+                batch = self.batches.next_batch()
+                self._busy_s += time.perf_counter() - start
+                self._tokens += batch["inputs"].size
+                item = (batch, self.batches.get_state())
+            except Exception as error:  # surfaced in the training thread
+                item = error
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, Exception):
+                return
+
+    def next(self) -> tuple[dict, dict]:
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self._tokens / self._busy_s if self._busy_s else float("nan")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

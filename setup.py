@@ -1,0 +1,38 @@
+"""Installs the packages model, data, train and scaling.
+
+jax is installed for the CPU by default; the extras pick accelerator builds:
+  pip install -e .[gpu]   # CUDA 12 wheels
+  pip install -e .[tpu]
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="scalinglm",
+    version="0.1.0",
+    description="JAX/Flax transformer language models for scaling-law research",
+    python_requires=">=3.10",
+    packages=find_packages(include=["model", "model.*", "data", "data.*", "train", "train.*",
+                                    "scaling", "scaling.*"]),
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.4.35,<0.13",
+        "flax>=0.10,<0.14",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.10",
+        "tensorflow-datasets>=4.9.7",
+        "array_record>=0.5",
+        "sentencepiece>=0.2",
+        "gin-config>=0.5",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "gpu": ["jax[cuda12]>=0.4.35,<0.13"],
+        "tpu": ["jax[tpu]>=0.4.35,<0.13"],
+        "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "dev": ["pytest>=8", "matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10",
+                "ipykernel>=6.29"],
+    },
+)

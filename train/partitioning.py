@@ -1,0 +1,118 @@
+"""The device mesh and the one table that maps logical axis names onto it.
+
+Models name their axes ("batch", "embed", "heads", ...); only this file knows
+the mesh. The same model therefore runs on one CPU (a 1x1 mesh), with data
+parallelism (N x 1), tensor parallelism (1 x N) or both, by changing
+`mesh_shape` in gin.
+
+State is created directly sharded (the t5x / Flax lm1b recipe): trace the
+initialiser with `jax.eval_shape`, read the logical partition specs off the
+abstract parameters, map them to mesh shardings, then `jax.jit` the
+initialiser with those `out_shardings`. No device ever holds a full copy.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+# Logical axis -> mesh axis (None: replicated). Order matters: the first rule
+# whose mesh axis is still free wins, as in flax's logical_to_mesh.
+LOGICAL_AXIS_RULES = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv_heads", "model"),
+    ("expert", "expert"),
+    ("embed", None),
+    ("head_dim", None),
+    ("length", None),
+)
+
+
+def maybe_initialize_distributed() -> None:
+    """Starts jax.distributed on multi-host jobs (TPU pods, SLURM / Open MPI GPU clusters).
+
+    jax finds the coordinator itself on Cloud TPU and under SLURM or Open MPI;
+    elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    """
+    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
+    cluster = any(k in os.environ for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"))
+    multi = int(os.environ.get("SLURM_NTASKS", os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))) > 1
+    if explicit:
+        jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"],
+                                   int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"]))
+    elif cluster and (multi or "TPU_WORKER_HOSTNAMES" in os.environ):
+        jax.distributed.initialize()
+    else:
+        return
+    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+@gin.configurable
+def make_mesh(mesh_shape=(-1, 1), axis_names=("data", "model")) -> Mesh:
+    """A mesh over all devices; one entry of mesh_shape may be -1 (the rest of the devices)."""
+    shape = list(mesh_shape)
+    if len(shape) != len(axis_names):
+        raise ValueError(f"mesh_shape {tuple(mesh_shape)} does not match axis_names {tuple(axis_names)}")
+    n = jax.device_count()
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh_shape {tuple(mesh_shape)} has more than one -1")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        if n % known:
+            raise ValueError(f"mesh_shape {tuple(mesh_shape)} does not divide the {n} devices")
+        shape[shape.index(-1)] = n // known
+    if int(np.prod(shape)) != n:
+        raise ValueError(f"mesh_shape {tuple(shape)} needs {int(np.prod(shape))} devices, but {n} are present")
+    # Auto axes: XLA's partitioner propagates shardings from the logical constraints (GSPMD),
+    # rather than jax's explicit sharding-in-types mode.
+    return jax.make_mesh(tuple(shape), tuple(axis_names), devices=jax.devices(),
+                         axis_types=(AxisType.Auto,) * len(shape))
+
+
+def _fit_spec(spec: PartitionSpec, shape: tuple, mesh: Mesh) -> PartitionSpec:
+    """Replicates any dimension the mesh cannot split evenly (e.g. one kv head on a 2-way model axis)."""
+    if len(spec) != len(shape):  # e.g. Adafactor's factored moments: fewer dims than the parameter
+        return PartitionSpec()
+    fitted = []
+    for axis, size in zip(spec, shape):
+        names = axis if isinstance(axis, tuple) else (axis,) if axis else ()
+        ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+        fitted.append(axis if size % ways == 0 else None)
+    return PartitionSpec(*fitted)
+
+
+def logical_shardings(abstract_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+    """NamedShardings for a tree of abstract values, some boxed with logical names.
+
+    Leaves without names (step counters, RNG keys) are replicated.
+    """
+    logical_specs = nn.get_partition_spec(abstract_tree)
+    mesh_specs = nn.logical_to_mesh(logical_specs, rules)
+    shapes = nn.meta.unbox(abstract_tree)
+    return jax.tree.map(lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
+                        mesh_specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Rows over the data axis (and the expert axis, which also splits the batch), the rest replicated."""
+    rows = tuple(a for a in ("data", "expert") if a in mesh.axis_names and mesh.shape[a] > 1)
+    return NamedSharding(mesh, PartitionSpec(rows or None, *([None] * (ndim - 1))))
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Places a host's global batch on the mesh; each process contributes its own rows."""
+    def put(x):
+        x = np.asarray(x)
+        sharding = batch_sharding(mesh, x.ndim)
+        per_process = x.shape[0] // jax.process_count()
+        local = x[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
+        return jax.make_array_from_process_local_data(sharding, local, x.shape)
+    return {k: put(v) for k, v in batch.items()}

@@ -1,0 +1,291 @@
+"""The training loop: sharded state, a jitted step with donated state, eval, checkpoints, metrics.
+
+`run` is what `python -m train.main` calls once gin is parsed. A sweep's runs
+are the same call with other bindings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from functools import partial
+
+import flax.linen as nn
+import flax.struct
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from data import loader
+from data.corpus import CorpusError
+from data.pipeline import PackedBatches, Prefetcher, eval_batches
+from model import accounting
+from model.transformer import Transformer, TransformerConfig
+from train import partitioning
+from train.checkpoints import Checkpointer
+from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
+from train.optimizer import lr_schedule, make_optimizer
+from train.run_config import check_workdir_config
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+    rng: jax.Array
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    train_steps: int = 0  # exactly one of train_steps and train_tokens
+    train_tokens: int = 0  # rounded up to whole steps
+    grad_accum_steps: int = 1
+    z_loss: float = 0.0  # PaLM's auxiliary log(Z)^2 penalty, e.g. 1e-4
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+
+    def total_steps(self, tokens_per_step: int) -> int:
+        if (self.train_steps > 0) == (self.train_tokens > 0):
+            raise ValueError("set exactly one of TrainConfig.train_steps and TrainConfig.train_tokens")
+        return self.train_steps or math.ceil(self.train_tokens / tokens_per_step)
+
+
+def _token_losses(logits, batch):
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    nll = log_z - jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
+    return nll, log_z
+
+
+def loss_sums(params, batch, rng, model: Transformer, z_loss: float, train: bool):
+    """Summed (not averaged) weighted losses, so micro-batches add up exactly to the full batch."""
+    logits = model.apply({"params": params}, batch["inputs"], batch["prefix_len"], deterministic=not train,
+                         rngs={"dropout": rng} if train else None)
+    nll, log_z = _token_losses(logits, batch)
+    w = batch["weights"]
+    nll_sum = (nll * w).sum()
+    return nll_sum + z_loss * (log_z ** 2 * w).sum(), (nll_sum, w.sum())
+
+
+def train_step(state: TrainState, batch, *, model, optimizer, schedule, z_loss, accum_steps):
+    rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.grad(partial(loss_sums, model=model, z_loss=z_loss, train=True), has_aux=True)
+
+    def micro_step(carry, micro):
+        grads, nll_sum, weight = carry
+        g, (n, w) = grad_fn(state.params, micro, jax.random.fold_in(rng, weight.astype(jnp.int32)))
+        return (jax.tree.map(jnp.add, grads, g), nll_sum + n, weight + w), None
+
+    micro_batches = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, nll_sum, weight), _ = jax.lax.scan(micro_step, (zeros, 0.0, 0.0), micro_batches)
+    grads = jax.tree.map(lambda g: g / weight, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": nll_sum / weight, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch, *, model):
+    _, (nll_sum, weight) = loss_sums(params, batch, None, model, 0.0, train=False)
+    return nll_sum, weight
+
+
+def create_state(rng, model, optimizer, seq_len: int, unbox: bool) -> TrainState:
+    dummy = jnp.zeros((1, seq_len), jnp.int32)
+    params = model.init(rng, dummy, jnp.ones((1,), jnp.int32))["params"]
+    params = nn.meta.unbox(params) if unbox else params
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      rng=jax.random.fold_in(rng, 1))
+
+
+def _evaluate(step_fn, params, batches, mesh) -> dict:
+    nll = weight = 0.0
+    for batch in batches:
+        n, w = step_fn(params, partitioning.shard_batch({k: v for k, v in batch.items() if k != "bytes"}, mesh))
+        nll, weight = nll + float(n), weight + float(w)
+    total_bytes = sum(b["bytes"] for b in batches)
+    return {"eval_loss": nll / weight, "eval_bpb": nll / math.log(2) / total_bytes}
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Drops rows logged after the checkpoint a resumed run restarts from, so none is duplicated."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if json.loads(line)["step"] <= last_step]
+    with open(path, "w") as f:
+        f.writelines(rows)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run needs, built and checked before anything is trained or written."""
+    workdir: str
+    model_cfg: TransformerConfig
+    data_cfg: loader.DataConfig
+    train_cfg: TrainConfig
+    total_steps: int
+    schedule: optax.Schedule
+    optimizer: optax.GradientTransformation
+    mesh: jax.sharding.Mesh
+    data: loader.Data
+    evals: list  # the held-out batches, built once
+
+    @property
+    def objective(self) -> str:
+        return "prefix_lm" if self.model_cfg.attention_mask == "prefix" else "lm"
+
+
+def configure(workdir: str, start_over: bool = False) -> Setup:
+    """Builds the run from the parsed gin config. Every error raised here is the user's input:
+    ValueError / TypeError (bad values), CorpusError, WorkdirConfigMismatch."""
+    model_cfg, data_cfg, train_cfg = TransformerConfig(), loader.DataConfig(), TrainConfig()
+    total_steps = train_cfg.total_steps(data_cfg.batch_size * data_cfg.seq_len)
+    if data_cfg.batch_size % train_cfg.grad_accum_steps:
+        raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by grad_accum_steps "
+                         f"{train_cfg.grad_accum_steps}")
+    if data_cfg.seq_len > model_cfg.max_len:
+        raise ValueError(f"DataConfig.seq_len {data_cfg.seq_len} exceeds TransformerConfig.max_len "
+                         f"{model_cfg.max_len}")
+    schedule = lr_schedule(total_steps)
+    optimizer = make_optimizer(schedule)
+    mesh = partitioning.make_mesh()
+    if data_cfg.batch_size % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
+        raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by the mesh's data axis "
+                         f"{dict(mesh.shape)}")
+    check_workdir_config(workdir, gin.operative_config_str(), start_over)  # before anything is written
+    data = loader.load(data_cfg)
+    if data.tokenizer.vocab_size != model_cfg.vocab_size:
+        raise ValueError(f"TransformerConfig.vocab_size {model_cfg.vocab_size} differs from the tokenizer's "
+                         f"{data.tokenizer.vocab_size} (DataConfig.vocab_size {data_cfg.vocab_size})")
+    objective = "prefix_lm" if model_cfg.attention_mask == "prefix" else "lm"
+    try:
+        evals = eval_batches(data.eval_docs, data.tokenizer, data_cfg.seq_len, data_cfg.batch_size,
+                             data_cfg.eval_batches, objective=objective, text_key=data_cfg.text_key)
+    except ValueError as error:
+        raise CorpusError(str(error)) from error
+    return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, data, evals)
+
+
+def run(workdir: str, start_over: bool = False, **train_options) -> dict:
+    """Trains one model in workdir (resuming it if it holds this run) and returns its summary."""
+    return train(configure(workdir, start_over), **train_options)
+
+
+def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dict:
+    """progress: show a progress bar. stop_after_steps: stop there (after a checkpoint) as if
+    interrupted. Neither changes what is computed, so neither is part of the gin config."""
+    model = Transformer(setup.model_cfg)
+    data_cfg, train_cfg, mesh = setup.data_cfg, setup.train_cfg, setup.mesh
+    with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+        init = partial(create_state, model=model, optimizer=setup.optimizer, seq_len=data_cfg.seq_len)
+        rng = jax.random.PRNGKey(train_cfg.seed)
+        state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), mesh)
+        step_fn = jax.jit(partial(train_step, model=model, optimizer=setup.optimizer, schedule=setup.schedule,
+                                  z_loss=train_cfg.z_loss, accum_steps=train_cfg.grad_accum_steps),
+                          out_shardings=(state_shardings, None), donate_argnums=(0,))
+        eval_fn = jax.jit(partial(eval_step, model=model))
+        train_batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
+                                      data_cfg.batch_size, seed=data_cfg.seed, objective=setup.objective,
+                                      text_key=data_cfg.text_key)
+        checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.checkpoint_every,
+                                    train_cfg.keep_checkpoints)
+        start_step = checkpointer.latest_step()
+        if start_step is None:
+            state = jax.jit(partial(init, unbox=True), out_shardings=state_shardings)(rng)
+            start_step = 0
+        else:
+            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                    jax.eval_shape(partial(init, unbox=True), rng), state_shardings)
+            state, data_state = checkpointer.restore(start_step, abstract)
+            train_batches.set_state(data_state)
+        _truncate_metrics(os.path.join(setup.workdir, "metrics.jsonl"), start_step)
+        return _train_loop(setup, state, start_step, step_fn, eval_fn, train_batches, checkpointer, progress,
+                           stop_after_steps)
+
+
+def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches, checkpointer, progress,
+                stop_after_steps) -> dict:
+    data, data_cfg, train_cfg, mesh = setup.data, setup.data_cfg, setup.train_cfg, setup.mesh
+    counts = accounting.param_counts(state.params)
+    flops = accounting.training_flops_per_token(setup.model_cfg, data_cfg.seq_len, counts["params_nonembedding"])
+    peak, peak_source = peak_flops_per_device(setup.model_cfg.dtype)
+    peak_total = peak * jax.device_count()
+    tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
+    end_step = min(setup.total_steps, stop_after_steps or setup.total_steps)
+    writer = MetricsWriter(setup.workdir)
+    prefetch = Prefetcher(train_batches)
+    bar = progress_bar(setup.total_steps, start_step, progress)
+    run_start = time.perf_counter()
+    train_time, timed_steps = 0.0, 0  # excludes evaluation and the first step (compilation)
+    last_eval, last_row, pending = {}, {}, []
+    data_wait, data_state = 0.0, train_batches.get_state()
+    window_start, window_steps = time.perf_counter(), 0
+    for step in range(start_step, end_step):
+        wait_start = time.perf_counter()
+        batch, data_state = prefetch.next()
+        data_wait += time.perf_counter() - wait_start
+        state, step_metrics = step_fn(state, partitioning.shard_batch(batch, mesh))
+        pending.append(step_metrics)
+        done = step + 1
+        if step == start_step:  # compiled on this step: keep it out of the timings
+            jax.block_until_ready(step_metrics)
+            window_start, data_wait = time.perf_counter(), 0.0
+        else:
+            window_steps += 1
+        if done % train_cfg.log_every == 0 or done == end_step:
+            jax.block_until_ready(step_metrics)
+            elapsed = time.perf_counter() - window_start
+            train_time, timed_steps = train_time + elapsed, timed_steps + window_steps
+            step_time = elapsed / window_steps if window_steps else None
+            for offset, m in enumerate(pending):
+                s = done - len(pending) + offset + 1
+                last_row = {"step": s, "tokens": s * tokens_per_step, "loss": float(m["loss"]),
+                            "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "step_time_s": step_time,
+                            "tokens_per_s": step_time and tokens_per_step / step_time,
+                            "mfu": step_time and tokens_per_step / step_time * flops["chinchilla"] / peak_total,
+                            "data_wait_s": data_wait / window_steps if window_steps else None}
+                writer.write(last_row)
+            pending, data_wait = [], 0.0
+            bar.set_postfix(loss=f"{last_row['loss']:.3f}", tok_s=f"{last_row['tokens_per_s'] or 0:.0f}",
+                            refresh=False)
+            window_start, window_steps = time.perf_counter(), 0
+        if (train_cfg.eval_every and done % train_cfg.eval_every == 0) or done == setup.total_steps:
+            eval_start = time.perf_counter()
+            last_eval = {"step": done, **_evaluate(eval_fn, state.params, setup.evals, mesh)}
+            writer.write(last_eval)
+            window_start += time.perf_counter() - eval_start
+        checkpointer.save(done, state, data_state, force=done == end_step)
+        bar.update(1)
+    bar.close()
+    prefetch.close()
+    checkpointer.close()
+    writer.close()
+    final_step = int(state.step)
+    tokens_per_s = timed_steps * tokens_per_step / train_time if train_time else None
+    summary = {
+        **counts,
+        "tokens": final_step * tokens_per_step,
+        "flops_kaplan": flops["kaplan"] * final_step * tokens_per_step,
+        "flops_chinchilla": flops["chinchilla"] * final_step * tokens_per_step,
+        "final_loss": last_row.get("loss"), "final_eval_loss": last_eval.get("eval_loss"),
+        "final_eval_bpb": last_eval.get("eval_bpb"),
+        "wall_s": time.perf_counter() - run_start, "steps": final_step,
+        "mfu": tokens_per_s * flops["chinchilla"] / peak_total if tokens_per_s else None,
+        "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": prefetch.tokens_per_s,
+        "peak_flops_per_device": peak, "peak_flops_source": peak_source, "devices": jax.device_count(),
+        "unigram_eval_loss": data.unigram_nats_per_token, "corpus": data.name, "objective": setup.objective,
+    }
+    if final_step == setup.total_steps and jax.process_index() == 0:
+        with open(os.path.join(setup.workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
