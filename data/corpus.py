@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from typing import Iterator
 
 import gin
@@ -101,7 +102,14 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
                           max_bytes_per_source=max_bytes_per_source)
     builder = ScalingCorpus(config=config, data_dir=os.path.join(data_dir, "tfds"), file_format="array_record")
     if not builder.is_prepared():
-        builder.download_and_prepare()
+        if not sys.stderr.isatty():  # progress bars only for people, not for logs
+            tfds.disable_progress_bar()
+        try:
+            builder.download_and_prepare()
+        except AssertionError as error:  # tfds' way of saying that a split came out empty
+            if "No examples were yielded" not in str(error):
+                raise
+            raise CorpusError(f"the corpus {name} has an empty split: {str(error).splitlines()[0]}") from None
         stats_path = os.path.join(builder.data_dir, "source_stats.json")
         with open(stats_path, "w") as f:
             json.dump(_source_stats(builder), f, indent=1)

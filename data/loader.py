@@ -41,7 +41,7 @@ class Data:
     train_docs: object
     eval_docs: object
     tokenizer: tokenizer_lib.Tokenizer
-    unigram_nats_per_token: float
+    token_stats: dict  # unigram_nats_per_token, train_tokens, eval_tokens
     name: str
     source_stats: dict
 
@@ -69,9 +69,9 @@ def load(cfg: DataConfig) -> Data:
         raise corpus_lib.CorpusError(f"the corpus {builder.name} has an empty train or eval split")
     tokenizer = tokenizer_lib.load_or_train(builder.data_dir, cfg.vocab_size,
                                             lambda: _texts(train_docs, cfg.text_key))
-    unigram = tokenizer_lib.unigram_cross_entropy(
+    token_stats = tokenizer_lib.corpus_token_stats(
         tokenizer, _texts(train_docs, cfg.text_key), _texts(eval_docs, cfg.text_key),
-        cache_path=os.path.join(builder.data_dir, f"unigram_{cfg.vocab_size}_{cfg.eval_split}.json"))
-    return Data(train_docs, eval_docs, tokenizer, unigram, f"{builder.name}/{builder.builder_config.name}"
+        cache_path=os.path.join(builder.data_dir, f"token_stats_{cfg.vocab_size}_{cfg.eval_split}.json"))
+    return Data(train_docs, eval_docs, tokenizer, token_stats, f"{builder.name}/{builder.builder_config.name}"
                 if builder.builder_config else builder.name, stats)
 

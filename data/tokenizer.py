@@ -8,7 +8,6 @@ fallback means no character is ever unknown, so newlines survive as <0x0A>.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from typing import Iterable
@@ -87,30 +86,35 @@ def load_or_train(directory: str, vocab_size: int, texts) -> Tokenizer:
     return train_tokenizer(texts(), path, vocab_size)
 
 
-def unigram_cross_entropy(tokenizer: Tokenizer, train_texts: Iterable[str], eval_texts: Iterable[str],
-                          cache_path: str | None = None) -> float:
-    """Nats per token of the best context-free model: train-split unigram frequencies
-    (add-one smoothed) scored on eval text, each document ending with EOS as in training.
+def corpus_token_stats(tokenizer: Tokenizer, train_texts: Iterable[str], eval_texts: Iterable[str],
+                       cache_path: str | None = None) -> dict:
+    """Token counts of both splits and the unigram baseline, cached at cache_path.
 
-    A language model has learnt something beyond token frequencies only when its
-    eval loss falls below this.
+    `unigram_nats_per_token` is the loss of the best context-free model:
+    train-split token frequencies (add-one smoothed) scored on the eval text,
+    each document ending with EOS as in training. A language model has learnt
+    something beyond token frequencies only when its eval loss falls below it.
+    `train_tokens` is the number of unique tokens a run can see before it
+    repeats data.
     """
     if cache_path and os.path.exists(cache_path):
         with open(cache_path) as f:
-            return json.load(f)["unigram_nats_per_token"]
+            return json.load(f)
     counts = np.ones(tokenizer.vocab_size, np.float64)
     for ids in _encoded(tokenizer, train_texts):
         counts += np.bincount(ids, minlength=tokenizer.vocab_size)
+    train_tokens = int(counts.sum()) - tokenizer.vocab_size
     log_p = np.log(counts / counts.sum())
-    total, n = 0.0, 0
+    total, eval_tokens = 0.0, 0
     for ids in _encoded(tokenizer, eval_texts):
         total -= log_p[ids].sum()
-        n += len(ids)
-    value = total / max(n, 1)
-    if cache_path and math.isfinite(value):
+        eval_tokens += len(ids)
+    stats = {"unigram_nats_per_token": total / max(eval_tokens, 1), "train_tokens": train_tokens,
+             "eval_tokens": eval_tokens}
+    if cache_path and eval_tokens:
         with open(cache_path, "w") as f:
-            json.dump({"unigram_nats_per_token": value, "eval_tokens": n}, f)
-    return value
+            json.dump(stats, f)
+    return stats
 
 
 def _encoded(tokenizer: Tokenizer, texts: Iterable[str], chunk: int = 256):

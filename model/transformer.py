@@ -214,16 +214,17 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens (batch, length) int32 -> logits (batch, length, vocab) float32.
+    """batch["inputs"] (batch, length) int32 -> logits (batch, length, vocab) float32.
 
-    prefix_len (batch,) marks, for attention_mask='prefix', how many leading
-    tokens of each row attend to each other bidirectionally.
+    batch["prefix_len"] (batch,) marks, for attention_mask='prefix', how many
+    leading tokens of each row attend to each other bidirectionally.
     """
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens, prefix_len=None, deterministic: bool = True):
+    def __call__(self, batch: dict, deterministic: bool = True):
         cfg = self.cfg
+        tokens, prefix_len = batch["inputs"], batch.get("prefix_len")
         length = tokens.shape[1]
         if length > cfg.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {cfg.max_len}")

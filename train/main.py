@@ -58,7 +58,8 @@ def parse_gin(files: list[str], bindings: list[str]) -> None:
 
 
 def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    """One line: gin appends "In call to configurable ..." lines to the errors it passes on."""
+    print(f"error: {message.splitlines()[0]}", file=sys.stderr)
     return 2
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as error:
         return fail(str(error))
     except (ValueError, SyntaxError, TypeError, IOError) as error:  # gin: unknown name, bad syntax, missing include
-        return fail(f"bad gin config: {str(error).splitlines()[0]}")
+        return fail(f"bad gin config: {error}")
     try:
         setup = trainer.configure(args.workdir, start_over=args.start_over)
     except WorkdirConfigMismatch as error:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except CorpusError as error:
         return fail(f"corpus: {error}")
     except (ValueError, TypeError) as error:
-        return fail(f"bad value: {str(error).splitlines()[0]}")
+        return fail(f"bad value: {error}")
     summary = trainer.train(setup, progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
     if jax.process_index() == 0:
         report(summary)

@@ -34,15 +34,17 @@ def decay_mask(params):
 
 @gin.configurable
 def make_optimizer(schedule: optax.Schedule, name: str = "adamw", b1: float = 0.9, b2: float = 0.95,
-                   eps: float = 1e-8, weight_decay: float = 0.1, clip_norm: float = 1.0
-                   ) -> optax.GradientTransformation:
+                   eps: float = 1e-8, weight_decay: float = 0.1, clip_norm: float = 1.0,
+                   adafactor_parameter_scale: bool = False) -> optax.GradientTransformation:
     if name == "adamw":
         optimizer = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
     elif name == "adafactor":
         # Adafactor (Shazeer & Stern 2018) keeps factored second moments: memory grows
-        # with rows plus columns, not their product.
-        optimizer = optax.adafactor(schedule, weight_decay_rate=weight_decay or None,
-                                    weight_decay_mask=decay_mask)
+        # with rows plus columns, not their product. Without parameter scaling (T5's
+        # default has it) a learning rate means the same step size as for AdamW, so
+        # sweeps can swap optimizers without retuning.
+        optimizer = optax.adafactor(schedule, multiply_by_parameter_scale=adafactor_parameter_scale,
+                                    weight_decay_rate=weight_decay or None, weight_decay_mask=decay_mask)
     else:
         raise ValueError(f"make_optimizer.name = {name!r} is not one of {list(OPTIMIZERS)}")
     if clip_norm:

@@ -21,18 +21,31 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+# Every mesh has these axes; make_mesh adds those a config leaves out with size 1, so
+# that the rules below always name axes that exist.
+MESH_AXES = ("data", "expert", "model")
+
 # Logical axis -> mesh axis (None: replicated). Order matters: the first rule
 # whose mesh axis is still free wins, as in flax's logical_to_mesh.
+#
+# Mixture of experts: the batch is split over the data and expert axes together;
+# inside an MoE layer the per-expert buffers (expert, expert_group, capacity, embed)
+# put experts on the expert axis and groups (sequences) on the data axis, so the
+# dispatch einsum becomes an all-to-all over the expert axis.
 LOGICAL_AXIS_RULES = (
-    ("batch", "data"),
+    ("batch", ("data", "expert")),
     ("vocab", "model"),
     ("mlp", "model"),
     ("heads", "model"),
     ("kv_heads", "model"),
     ("expert", "expert"),
+    ("expert_group", "data"),
+    ("router_experts", None),
+    ("capacity", None),
     ("embed", None),
     ("head_dim", None),
     ("length", None),
+    ("position_bucket", None),
 )
 
 
@@ -57,7 +70,10 @@ def maybe_initialize_distributed() -> None:
 
 @gin.configurable
 def make_mesh(mesh_shape=(-1, 1), axis_names=("data", "model")) -> Mesh:
-    """A mesh over all devices; one entry of mesh_shape may be -1 (the rest of the devices)."""
+    """A mesh over all devices; one entry of mesh_shape may be -1 (the rest of the devices).
+
+    Axes of MESH_AXES missing from axis_names are added with size 1.
+    """
     shape = list(mesh_shape)
     if len(shape) != len(axis_names):
         raise ValueError(f"mesh_shape {tuple(mesh_shape)} does not match axis_names {tuple(axis_names)}")
@@ -71,9 +87,11 @@ def make_mesh(mesh_shape=(-1, 1), axis_names=("data", "model")) -> Mesh:
         shape[shape.index(-1)] = n // known
     if int(np.prod(shape)) != n:
         raise ValueError(f"mesh_shape {tuple(shape)} needs {int(np.prod(shape))} devices, but {n} are present")
+    missing = [name for name in MESH_AXES if name not in axis_names]
+    shape, axis_names = shape + [1] * len(missing), tuple(axis_names) + tuple(missing)
     # Auto axes: XLA's partitioner propagates shardings from the logical constraints (GSPMD),
     # rather than jax's explicit sharding-in-types mode.
-    return jax.make_mesh(tuple(shape), tuple(axis_names), devices=jax.devices(),
+    return jax.make_mesh(tuple(shape), axis_names, devices=jax.devices(),
                          axis_types=(AxisType.Auto,) * len(shape))
 
 

@@ -23,8 +23,8 @@ import optax
 from data import loader
 from data.corpus import CorpusError
 from data.pipeline import PackedBatches, Prefetcher, eval_batches
-from model import accounting
-from model.transformer import Transformer, TransformerConfig
+from model import accounting, build_model
+from model.transformer import TransformerConfig
 from train import partitioning
 from train.checkpoints import Checkpointer
 from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
@@ -65,14 +65,25 @@ def _token_losses(logits, batch):
     return nll, log_z
 
 
-def loss_sums(params, batch, rng, model: Transformer, z_loss: float, train: bool):
-    """Summed (not averaged) weighted losses, so micro-batches add up exactly to the full batch."""
-    logits = model.apply({"params": params}, batch["inputs"], batch["prefix_len"], deterministic=not train,
-                         rngs={"dropout": rng} if train else None)
+def loss_sums(params, batch, rng, model: nn.Module, z_loss: float, train: bool):
+    """Summed (not averaged) weighted losses, so micro-batches add up exactly to the full batch.
+
+    Layers report auxiliary losses (names ending in "_loss", already weighted,
+    per token) and diagnostics such as expert load by sowing them into the
+    "intermediates" collection; the losses are added here and everything is
+    returned for logging.
+    """
+    logits, variables = model.apply({"params": params}, batch, deterministic=not train,
+                                    rngs={"dropout": rng} if train else None, mutable=["intermediates"])
     nll, log_z = _token_losses(logits, batch)
     w = batch["weights"]
     nll_sum = (nll * w).sum()
-    return nll_sum + z_loss * (log_z ** 2 * w).sum(), (nll_sum, w.sum())
+    sown = {"/".join(str(getattr(k, "key", k)) for k in path): jnp.mean(jnp.stack(value))
+            for path, value in jax.tree_util.tree_flatten_with_path(
+                variables.get("intermediates", {}), is_leaf=lambda x: isinstance(x, tuple))[0]}
+    aux_loss = sum((v for k, v in sown.items() if k.endswith("_loss")), jnp.float32(0.0))
+    total = nll_sum + z_loss * (log_z ** 2 * w).sum() + aux_loss * w.sum()
+    return total, (nll_sum, w.sum(), sown)
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, schedule, z_loss, accum_steps):
@@ -81,27 +92,27 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, z_loss, 
 
     def micro_step(carry, micro):
         grads, nll_sum, weight = carry
-        g, (n, w) = grad_fn(state.params, micro, jax.random.fold_in(rng, weight.astype(jnp.int32)))
-        return (jax.tree.map(jnp.add, grads, g), nll_sum + n, weight + w), None
+        g, (n, w, sown) = grad_fn(state.params, micro, jax.random.fold_in(rng, weight.astype(jnp.int32)))
+        return (jax.tree.map(jnp.add, grads, g), nll_sum + n, weight + w), sown
 
     micro_batches = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
     zeros = jax.tree.map(jnp.zeros_like, state.params)
-    (grads, nll_sum, weight), _ = jax.lax.scan(micro_step, (zeros, 0.0, 0.0), micro_batches)
+    (grads, nll_sum, weight), sown = jax.lax.scan(micro_step, (zeros, 0.0, 0.0), micro_batches)
     grads = jax.tree.map(lambda g: g / weight, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": nll_sum / weight, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    metrics = {"loss": nll_sum / weight, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
+               **jax.tree.map(lambda v: v.mean(0), sown)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def eval_step(params, batch, *, model):
-    _, (nll_sum, weight) = loss_sums(params, batch, None, model, 0.0, train=False)
+    _, (nll_sum, weight, _) = loss_sums(params, batch, None, model, 0.0, train=False)
     return nll_sum, weight
 
 
-def create_state(rng, model, optimizer, seq_len: int, unbox: bool) -> TrainState:
-    dummy = jnp.zeros((1, seq_len), jnp.int32)
-    params = model.init(rng, dummy, jnp.ones((1,), jnp.int32))["params"]
+def create_state(rng, model, optimizer, example_batch: dict, unbox: bool) -> TrainState:
+    params = model.init(rng, example_batch)["params"]
     params = nn.meta.unbox(params) if unbox else params
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                       rng=jax.random.fold_in(rng, 1))
@@ -114,6 +125,20 @@ def _evaluate(step_fn, params, batches, mesh) -> dict:
         nll, weight = nll + float(n), weight + float(w)
     total_bytes = sum(b["bytes"] for b in batches)
     return {"eval_loss": nll / weight, "eval_bpb": nll / math.log(2) / total_bytes}
+
+
+def _sown_metrics(step_metrics: dict) -> dict:
+    """Layer diagnostics (e.g. MoE expert load, a vector) as flat scalars for metrics.jsonl."""
+    row = {}
+    for key, value in step_metrics.items():
+        if key in ("loss", "lr", "grad_norm"):
+            continue
+        value = np.asarray(value)
+        if value.ndim == 0:
+            row[key] = float(value)
+        else:
+            row.update({f"{key}/{i}": float(v) for i, v in enumerate(value.ravel())})
+    return row
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
@@ -184,10 +209,11 @@ def run(workdir: str, start_over: bool = False, **train_options) -> dict:
 def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dict:
     """progress: show a progress bar. stop_after_steps: stop there (after a checkpoint) as if
     interrupted. Neither changes what is computed, so neither is part of the gin config."""
-    model = Transformer(setup.model_cfg)
+    model = build_model(setup.model_cfg)
     data_cfg, train_cfg, mesh = setup.data_cfg, setup.train_cfg, setup.mesh
     with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-        init = partial(create_state, model=model, optimizer=setup.optimizer, seq_len=data_cfg.seq_len)
+        example = {k: jnp.asarray(v[:1]) for k, v in setup.evals[0].items() if k != "bytes"}
+        init = partial(create_state, model=model, optimizer=setup.optimizer, example_batch=example)
         rng = jax.random.PRNGKey(train_cfg.seed)
         state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), mesh)
         step_fn = jax.jit(partial(train_step, model=model, optimizer=setup.optimizer, schedule=setup.schedule,
@@ -254,6 +280,7 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
                             "tokens_per_s": step_time and tokens_per_step / step_time,
                             "mfu": step_time and tokens_per_step / step_time * flops["chinchilla"] / peak_total,
                             "data_wait_s": data_wait / window_steps if window_steps else None}
+                last_row.update(_sown_metrics(m))
                 writer.write(last_row)
             pending, data_wait = [], 0.0
             bar.set_postfix(loss=f"{last_row['loss']:.3f}", tok_s=f"{last_row['tokens_per_s'] or 0:.0f}",
@@ -283,7 +310,8 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
         "mfu": tokens_per_s * flops["chinchilla"] / peak_total if tokens_per_s else None,
         "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": prefetch.tokens_per_s,
         "peak_flops_per_device": peak, "peak_flops_source": peak_source, "devices": jax.device_count(),
-        "unigram_eval_loss": data.unigram_nats_per_token, "corpus": data.name, "objective": setup.objective,
+        "unigram_eval_loss": data.token_stats["unigram_nats_per_token"],
+        "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name, "objective": setup.objective,
     }
     if final_step == setup.total_steps and jax.process_index() == 0:
         with open(os.path.join(setup.workdir, "summary.json"), "w") as f:

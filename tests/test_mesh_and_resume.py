@@ -1,0 +1,69 @@
+"""Sharding changes nothing but speed; a restart changes nothing at all."""
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_MODEL, metrics_rows, run_main, train_losses
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def one_device_losses(tiny_corpus, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("mesh") / "1x1"
+    result = run_main(workdir, tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {STEPS}"])
+    assert result.returncode == 0, result.stderr
+    return train_losses(workdir)
+
+
+@pytest.mark.parametrize("mesh", [(8, 1), (4, 2), (2, 4)])
+def test_meshes_give_the_same_losses_as_one_device(tiny_corpus, one_device_losses, tmp_path, mesh):
+    bindings = tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {STEPS}", f"make_mesh.mesh_shape = {mesh}"]
+    result = run_main(tmp_path / "run", bindings, devices=8)
+    assert result.returncode == 0, result.stderr
+    losses = train_losses(tmp_path / "run")
+    assert len(losses) == STEPS
+    np.testing.assert_allclose(losses, one_device_losses, rtol=1e-5)
+    assert losses[-1] < losses[0]
+
+
+def test_restart_resumes_exactly(tiny_corpus, tmp_path):
+    k = 4
+    bindings = tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {2 * k}",
+                                           f"TrainConfig.checkpoint_every = {k}"]
+    straight = run_main(tmp_path / "straight", bindings)
+    assert straight.returncode == 0, straight.stderr
+    first = run_main(tmp_path / "resumed", bindings, extra_args=["--stop_after_steps", str(k)])
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "resumed" / "summary.json").exists()  # an interrupted run has no summary
+    second = run_main(tmp_path / "resumed", bindings)
+    assert second.returncode == 0, second.stderr
+    resumed = train_losses(tmp_path / "resumed")
+    assert len(resumed) == 2 * k  # no step logged twice
+    assert resumed == train_losses(tmp_path / "straight")
+    evals = [row["eval_loss"] for row in metrics_rows(tmp_path / "resumed") if "eval_loss" in row]
+    straight_evals = [row["eval_loss"] for row in metrics_rows(tmp_path / "straight") if "eval_loss" in row]
+    assert evals == straight_evals
+
+
+def test_run_files_follow_the_design(tiny_corpus, tmp_path):
+    import json
+    result = run_main(tmp_path, tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 3"])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("params_total", "params_embedding", "params_nonembedding", "params_active", "tokens",
+                "flops_kaplan", "flops_chinchilla", "final_loss", "final_eval_loss", "final_eval_bpb", "wall_s",
+                "mfu", "steps"):
+        assert summary[key] is not None, key
+    assert summary["params_total"] == summary["params_embedding"] + summary["params_nonembedding"]
+    assert summary["tokens"] == 3 * 8 * 32
+    assert summary["flops_kaplan"] == 6 * summary["params_nonembedding"] * summary["tokens"]
+    assert summary["flops_chinchilla"] > summary["flops_kaplan"]
+    rows = metrics_rows(tmp_path)
+    train_rows = [r for r in rows if "loss" in r]
+    for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "mfu"):
+        assert key in train_rows[-1], key
+    assert [r["step"] for r in train_rows] == [1, 2, 3]
+    assert any("eval_bpb" in r for r in rows)
+    assert (tmp_path / "config.gin").read_text().count("TransformerConfig.d_model = 32") == 1
+    assert list((tmp_path / "tensorboard").iterdir())
+    assert (tmp_path / "checkpoints" / "3").is_dir()
