@@ -48,8 +48,9 @@ class CorpusConfig(tfds.core.BuilderConfig):
 class ScalingCorpus(tfds.core.GeneratorBasedBuilder):
     """Real text from the Python standard library, GCIDE, the Python docs and Perl's pod."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Long files split into sections of at most 16K characters."}
 
     def _info(self):
         return self.dataset_info_from_configs(

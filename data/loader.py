@@ -1,4 +1,4 @@
-"""What a run reads: the corpus splits, the tokenizer, and the unigram baseline.
+"""What a run reads: the corpus splits, the tokenizer, and the train split's token counts.
 
 By default the offline corpus of data/corpus.py. With a network, any tfds
 text data set works with one binding, e.g. `DataConfig.tfds_name = 'lm1b'`
@@ -41,7 +41,7 @@ class Data:
     train_docs: object
     eval_docs: object
     tokenizer: tokenizer_lib.Tokenizer
-    token_stats: dict  # unigram_nats_per_token, train_tokens, eval_tokens
+    token_stats: dict  # train_tokens, token_counts
     name: str
     source_stats: dict
 
@@ -70,8 +70,8 @@ def load(cfg: DataConfig) -> Data:
     tokenizer = tokenizer_lib.load_or_train(builder.data_dir, cfg.vocab_size,
                                             lambda: _texts(train_docs, cfg.text_key))
     token_stats = tokenizer_lib.corpus_token_stats(
-        tokenizer, _texts(train_docs, cfg.text_key), _texts(eval_docs, cfg.text_key),
-        cache_path=os.path.join(builder.data_dir, f"token_stats_{cfg.vocab_size}_{cfg.eval_split}.json"))
+        tokenizer, _texts(train_docs, cfg.text_key),
+        cache_path=os.path.join(builder.data_dir, f"token_stats_{cfg.vocab_size}_{cfg.train_split}.json"))
     return Data(train_docs, eval_docs, tokenizer, token_stats, f"{builder.name}/{builder.builder_config.name}"
                 if builder.builder_config else builder.name, stats)
 

@@ -26,7 +26,7 @@ OBJECTIVES = ("lm", "prefix_lm")
 
 
 class EndOfData(Exception):
-    """An unshuffled (evaluation) source has no full row left."""
+    """A source read once (repeat=False, for evaluation) has no full row left."""
 
 
 def _text(doc, text_key: str) -> str:
@@ -38,7 +38,7 @@ class PackedBatches:
     """Deterministic, resumable iterator of packed batches over a random-access document source."""
 
     def __init__(self, docs: Sequence, tokenizer, seq_len: int, batch_size: int, seed: int = 0,
-                 objective: str = "lm", shuffle: bool = True, text_key: str = "text",
+                 objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
                  encode_chunk: int = 64):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
@@ -46,7 +46,7 @@ class PackedBatches:
             raise ValueError("the document source is empty")
         self.docs, self.tokenizer = docs, tokenizer
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.objective, self.shuffle, self.text_key = objective, shuffle, text_key
+        self.objective, self.shuffle, self.repeat, self.text_key = objective, shuffle, repeat, text_key
         self.encode_chunk = encode_chunk
         self.threads = max(1, (os.cpu_count() or 1) // 2)
         self.set_state({"epoch": 0, "index": 0, "offset": 0})
@@ -88,8 +88,8 @@ class PackedBatches:
     def _row(self) -> tuple[np.ndarray, dict]:
         """seq_len + 1 tokens from the head of the stream, then consume seq_len of them."""
         while self._buffered - self._offset < self.seq_len + 1:
-            if not self.shuffle and self._next[0] > 0:
-                raise EndOfData  # an unshuffled source is read once (evaluation)
+            if not self.repeat and self._next[0] > 0:
+                raise EndOfData
             self._read_chunk()
         start = self.get_state()
         pieces, need, skip = [], self.seq_len + 1, self._offset
@@ -129,21 +129,33 @@ class PackedBatches:
 
 
 def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_batches: int,
-                 objective: str = "lm", text_key: str = "text") -> list[dict]:
-    """The first `max_batches` batches of the eval split in document order, each with the
-    number of raw-text bytes its weighted targets encode (for bits per byte)."""
-    stream = PackedBatches(docs, tokenizer, seq_len, batch_size, objective=objective, shuffle=False,
-                           text_key=text_key)
-    batches = []
+                 objective: str = "lm", text_key: str = "text", oversample: int = 20) -> list[dict]:
+    """Up to `max_batches` batches of the eval split, each with the number of raw-text bytes
+    its weighted targets encode (for bits per byte).
+
+    Rows are taken evenly spaced from the packed eval stream (documents in a fixed
+    random order, at most `oversample` times the rows needed), so that the eval set
+    stands for the split by token mass instead of being a few long documents.
+    """
+    stream = PackedBatches(docs, tokenizer, seq_len, batch_size=1, seed=12345, objective=objective,
+                           repeat=False, text_key=text_key)
+    wanted = max_batches * batch_size
+    rows = []
     try:
-        while len(batches) < max_batches:
-            batch = stream.next_batch()
-            batch["bytes"] = float((tokenizer.piece_bytes[batch["targets"]] * batch["weights"]).sum())
-            batches.append(batch)
+        while len(rows) < oversample * wanted:
+            rows.append(stream.next_batch())
     except EndOfData:
         pass
-    if not batches:
+    if len(rows) < batch_size:
         raise ValueError(f"the eval split is too small for one batch of {batch_size} x {seq_len} tokens")
+    n_batches = min(max_batches, len(rows) // batch_size)
+    picked = [rows[i] for i in np.linspace(0, len(rows) - 1, n_batches * batch_size).round().astype(int)]
+    batches = []
+    for b in range(n_batches):
+        chunk = picked[b * batch_size:(b + 1) * batch_size]
+        batch = {key: np.concatenate([row[key] for row in chunk]) for key in chunk[0]}
+        batch["bytes"] = float((tokenizer.piece_bytes[batch["targets"]] * batch["weights"]).sum())
+        batches.append(batch)
     return batches
 
 

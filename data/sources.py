@@ -1,6 +1,7 @@
 """Raw text sources for the default offline corpus.
 
-Each source yields documents, dicts of `source`, `id` and `text`, in a fixed
+Each source yields documents, dicts of `source`, `id` and `text` (long files
+as sections of at most 16K characters, split at blank lines), in a fixed
 order so that the corpus built from them is the same on every machine that has
 the same files. A source whose files are absent is skipped with a warning by
 the caller; Python's own standard library is always present.
@@ -16,6 +17,7 @@ import base64
 import glob
 import gzip
 import os
+import re
 import sysconfig
 from typing import Callable, Iterator
 
@@ -29,11 +31,35 @@ def _read_text(path: str) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
+# Long files are split at blank lines into sections of at most this many characters. The
+# train/validation split is made by document, and a few huge files (one perl pod is 770 KB)
+# would otherwise make the 1% validation split a lottery over whole files.
+MAX_SECTION_CHARS = 16_384
+
+
+def sections(text: str, limit: int = MAX_SECTION_CHARS) -> list[str]:
+    """Consecutive pieces of text, cut after blank lines (or line ends, inside a paragraph
+    longer than `limit`), each at most `limit` characters unless one line alone is longer;
+    joined they give back the text exactly."""
+    units = []
+    for paragraph in re.split(r"(?<=\n\n)", text):
+        units += re.split(r"(?<=\n)", paragraph) if len(paragraph) > limit else [paragraph]
+    pieces, current = [], ""
+    for paragraph in units:
+        if current and len(current) + len(paragraph) > limit:
+            pieces.append(current)
+            current = ""
+        current += paragraph
+    return pieces + [current] if current else pieces
+
+
 def _files_source(name: str, paths: list[str], root: str) -> Iterator[Document]:
     for path in paths:
         text = _read_text(path)
-        if text.strip():
-            yield {"source": name, "id": os.path.relpath(path, root), "text": text}
+        if not text.strip():
+            continue
+        for k, section in enumerate(sections(text)):
+            yield {"source": name, "id": f"{os.path.relpath(path, root)}#{k}", "text": section}
 
 
 def _stdlib_paths() -> tuple[list[str], str]:

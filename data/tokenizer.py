@@ -86,35 +86,31 @@ def load_or_train(directory: str, vocab_size: int, texts) -> Tokenizer:
     return train_tokenizer(texts(), path, vocab_size)
 
 
-def corpus_token_stats(tokenizer: Tokenizer, train_texts: Iterable[str], eval_texts: Iterable[str],
-                       cache_path: str | None = None) -> dict:
-    """Token counts of both splits and the unigram baseline, cached at cache_path.
-
-    `unigram_nats_per_token` is the loss of the best context-free model:
-    train-split token frequencies (add-one smoothed) scored on the eval text,
-    each document ending with EOS as in training. A language model has learnt
-    something beyond token frequencies only when its eval loss falls below it.
-    `train_tokens` is the number of unique tokens a run can see before it
-    repeats data.
-    """
+def corpus_token_stats(tokenizer: Tokenizer, train_texts: Iterable[str], cache_path: str | None = None) -> dict:
+    """How often each token occurs in the train split (documents end with EOS, as in
+    training), cached at cache_path: `train_tokens` is how many unique tokens a run
+    sees before it repeats data, and `token_counts` give the unigram baseline."""
     if cache_path and os.path.exists(cache_path):
         with open(cache_path) as f:
             return json.load(f)
-    counts = np.ones(tokenizer.vocab_size, np.float64)
+    counts = np.zeros(tokenizer.vocab_size, np.int64)
     for ids in _encoded(tokenizer, train_texts):
         counts += np.bincount(ids, minlength=tokenizer.vocab_size)
-    train_tokens = int(counts.sum()) - tokenizer.vocab_size
-    log_p = np.log(counts / counts.sum())
-    total, eval_tokens = 0.0, 0
-    for ids in _encoded(tokenizer, eval_texts):
-        total -= log_p[ids].sum()
-        eval_tokens += len(ids)
-    stats = {"unigram_nats_per_token": total / max(eval_tokens, 1), "train_tokens": train_tokens,
-             "eval_tokens": eval_tokens}
-    if cache_path and eval_tokens:
+    stats = {"train_tokens": int(counts.sum()), "token_counts": counts.tolist()}
+    if cache_path:
         with open(cache_path, "w") as f:
             json.dump(stats, f)
     return stats
+
+
+def unigram_loss(token_counts, batches: list[dict]) -> float:
+    """Nats per token of the best context-free model (train-split frequencies, add-one
+    smoothed) on exactly the targets and weights of `batches`. A language model has
+    learnt something beyond token frequencies only when its eval loss is below this."""
+    counts = np.asarray(token_counts, np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    nats = sum(float((-log_p[b["targets"]] * b["weights"]).sum()) for b in batches)
+    return nats / sum(float(b["weights"].sum()) for b in batches)
 
 
 def _encoded(tokenizer: Tokenizer, texts: Iterable[str], chunk: int = 256):

@@ -23,6 +23,7 @@ import optax
 from data import loader
 from data.corpus import CorpusError
 from data.pipeline import PackedBatches, Prefetcher, eval_batches
+from data.tokenizer import unigram_loss
 from model import accounting, build_model
 from model.transformer import TransformerConfig
 from train import partitioning
@@ -310,7 +311,7 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
         "mfu": tokens_per_s * flops["chinchilla"] / peak_total if tokens_per_s else None,
         "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": prefetch.tokens_per_s,
         "peak_flops_per_device": peak, "peak_flops_source": peak_source, "devices": jax.device_count(),
-        "unigram_eval_loss": data.token_stats["unigram_nats_per_token"],
+        "unigram_eval_loss": unigram_loss(data.token_stats["token_counts"], setup.evals),
         "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name, "objective": setup.objective,
     }
     if final_step == setup.total_steps and jax.process_index() == 0:
