@@ -1,0 +1,89 @@
+"""Checked inputs: user arrays, and sweep results rows under an accounting choice.
+
+Two conventions coexist in the literature. Kaplan et al. count non-embedding
+parameters and C = 6 N D; Hoffmann et al. count all parameters and the full
+per-token FLOPs (embeddings, attention). The choice moves the fitted exponents
+(Porian et al. 2024), so results rows carry both and the fit names which it used.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+ACCOUNTING = {
+    "kaplan": ("params_nonembedding", "flops_kaplan"),
+    "chinchilla": ("params_total", "flops_chinchilla"),
+}
+
+
+def positive_arrays(min_points=1, **named):
+    """The named sequences as float arrays, after checking they fit together.
+
+    All must be 1-D, of one length (at least `min_points`), finite and > 0:
+    every law here works in logs. Raises ValueError naming the culprit.
+    """
+    out, length = [], None
+    for name, values in named.items():
+        x = np.asarray(values, dtype=float)
+        if x.ndim != 1:
+            raise ValueError(f"{name} must be one-dimensional, got shape {x.shape}")
+        if length is not None and len(x) != length:
+            raise ValueError(f"{name} has {len(x)} values, expected {length}")
+        if not np.all(np.isfinite(x) & (x > 0)):
+            raise ValueError(f"{name} must be finite and positive")
+        length = len(x)
+        out.append(x)
+    if length is not None and length < min_points:
+        raise ValueError(f"need at least {min_points} points to fit, got {length}")
+    return out
+
+
+def load_results(path):
+    """Rows of a sweep's results.jsonl; ValueError (with the line number) when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"results file not found: {path}")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"results file is empty: {path}")
+    return rows
+
+
+def arrays_from_rows(rows, accounting="chinchilla"):
+    """{N, D, C, loss[, budget][, unique_tokens]} arrays from results rows.
+
+    accounting: 'kaplan' (non-embedding N, C = 6 N D) or 'chinchilla' (all
+    parameters, full FLOP count). loss is `final_eval_loss` when every row has
+    one (held-out loss is what the laws describe), else `final_loss`.
+    `budget` and `unique_tokens` come back only when every row has them.
+    """
+    if accounting not in ACCOUNTING:
+        raise ValueError(f"unknown accounting {accounting!r}; use one of {sorted(ACCOUNTING)}")
+    n_key, c_key = ACCOUNTING[accounting]
+    loss_key = "final_eval_loss" if all(r.get("final_eval_loss") is not None for r in rows) \
+        else "final_loss"
+    keys = {"N": n_key, "D": "tokens", "C": c_key, "loss": loss_key}
+    keys.update({k: k for k in ("budget", "unique_tokens") if all(k in r for r in rows)})
+    out = {}
+    for name, key in keys.items():
+        missing = [i for i, r in enumerate(rows, 1) if r.get(key) is None]
+        if missing:
+            raise ValueError(f"row {missing[0]} has no {key!r}")
+        try:
+            values = [float(r[key]) for r in rows]
+        except (TypeError, ValueError):
+            raise ValueError(f"{key!r} is not a number in every row") from None
+        out[name], = positive_arrays(**{key: values})
+    return out

@@ -1,0 +1,145 @@
+"""Figures for notebooks and the README. Importing this module draws nothing and
+selects no backend; each function draws into the Axes it is given (or a new
+figure's) and returns the Axes, so it works headless under Agg.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from scaling.kaplan import compute_frontier
+
+PF_DAY = 8.64e19  # FLOPs in a petaflop/s-day, Kaplan et al.'s unit of compute
+
+# Published compute-optimal allocations, N_opt = N_ref (C / C_ref)^a:
+# - Kaplan et al. 2020, section 6.1 and figure 14: N_opt = 1.3e9 C^0.73, C in
+#   PF-days (non-embedding parameters).
+# - Hoffmann et al. 2022: a = b = 0.50 (table 2, approach 1), anchored at
+#   Chinchilla itself: 70B parameters, 1.4T tokens, 5.76e23 FLOPs (section 4).
+PUBLISHED = {
+    "Kaplan et al. 2020": {"N_ref": 1.3e9, "C_ref": PF_DAY, "a": 0.73},
+    "Hoffmann et al. 2022": {"N_ref": 70e9, "C_ref": 5.76e23, "a": 0.50},
+}
+
+
+def published_allocation(name, C):
+    """(N_opt, D_opt) of a published allocation; D_opt = C / (6 N_opt)."""
+    p = PUBLISHED[name]
+    C = np.asarray(C, dtype=float)
+    n_opt = p["N_ref"] * (C / p["C_ref"]) ** p["a"]
+    return n_opt, C / (6.0 * n_opt)
+
+
+def _axes(ax):
+    return plt.subplots()[1] if ax is None else ax
+
+
+def _loglog(ax, xlabel, ylabel):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def loss_vs_params(N, D, loss, fit=None, ax=None):
+    """Loss against N, one colour per token count D; with `fit`, its L(N) at each D."""
+    ax = _axes(ax)
+    N, D, loss = (np.asarray(x, float) for x in (N, D, loss))
+    values = np.unique(D)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(values)))
+    grid = np.geomspace(N.min(), N.max(), 100)
+    for d, colour in zip(values, colours):
+        m = D == d
+        order = np.argsort(N[m])
+        ax.plot(N[m][order], loss[m][order], "o-", color=colour, ms=4, label=f"D = {d:.3g}")
+        if fit is not None:
+            ax.plot(grid, fit.predict(grid, np.full_like(grid, d)), "--", color=colour, lw=1)
+    _loglog(ax, "parameters N", "loss (nats/token)")
+    if len(values) <= 12:
+        ax.legend(fontsize="small")
+    return ax
+
+
+def loss_vs_compute(C, loss, fit=None, ax=None):
+    """Every run's loss against compute, the efficient frontier, and a fitted L(C).
+
+    fit: a Chinchilla fit (its loss at the optimal allocation) or a KM fit
+    (its frontier law L(C)).
+    """
+    ax = _axes(ax)
+    C, loss = np.asarray(C, float), np.asarray(loss, float)
+    ax.scatter(C, loss, s=10, color="0.6", label="runs")
+    front = compute_frontier(C, loss)
+    ax.plot(C[front], loss[front], "o-", color="C3", ms=4, label="efficient frontier")
+    if fit is not None:
+        grid = np.geomspace(C.min(), C.max() * 10.0, 100)
+        curve = fit.loss_vs_C(grid) if getattr(fit, "loss_vs_C", None) is not None \
+            else fit.predict(*fit.optimal_allocation(grid))
+        ax.plot(grid, curve, "--", color="k", label=f"{fit.law} fit")
+    _loglog(ax, "compute C (FLOPs)", "loss (nats/token)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def isoflop_curves(iso, N, loss, budget, ax=None):
+    """Each budget's runs, its fitted parabola in log N, and its minimum."""
+    ax = _axes(ax)
+    N, loss, budget = (np.asarray(x, float) for x in (N, loss, budget))
+    budgets = np.unique(budget)
+    colours = plt.cm.plasma(np.linspace(0.0, 0.85, len(budgets)))
+    for c, colour in zip(budgets, colours):
+        m = budget == c
+        ax.scatter(N[m], loss[m], s=12, color=colour, label=f"C = {c:.2g}")
+        if float(c) in iso.parabolas:
+            x = np.linspace(np.log(N[m].min()), np.log(N[m].max()), 100)
+            ax.plot(np.exp(x), np.polyval(iso.parabolas[float(c)], x), color=colour, lw=1)
+    _, n_opt, _, loss_opt = np.array(iso.minima).T
+    ax.plot(n_opt, loss_opt, "k*", ms=10, label="minima")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def fit_with_band(fit, N, D, U=None, x=None, level=0.95, ax=None, label=None):
+    """A fitted law along a path of (N, D[, U]), with a percentile band from its bootstrap.
+
+    x: the horizontal coordinate (default N). The band needs the fit to have
+    been made with `bootstrap`.
+    """
+    ax = _axes(ax)
+    args = [np.asarray(a, float) for a in ((N, D) if U is None else (N, D, U))]
+    x = args[0] if x is None else np.asarray(x, float)
+    line, = ax.plot(x, fit.predict(*args), label=label or f"{fit.law} fit")
+    if fit.replicate_fits:
+        curves = np.array([r.predict(*args) for r in fit.replicate_fits])
+        tail = 50.0 * (1.0 - level)
+        lo, hi = np.percentile(curves, [tail, 100.0 - tail], axis=0)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25,
+                        label=f"{level:.0%} bootstrap band")
+    ax.set_xscale("log")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def allocation(fits, C, axes=None):
+    """N_opt and D_opt against compute for each fit, beside the published allocations.
+
+    fits: {label: fit with optimal_allocation}. axes: a pair of Axes (N, D).
+    """
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(10, 4))[1]
+    ax_n, ax_d = axes
+    C = np.asarray(C, float)
+    curves = {label: fit.optimal_allocation(C) for label, fit in fits.items()}
+    published = {f"{name} (published)": published_allocation(name, C) for name in PUBLISHED}
+    for label, (n_opt, d_opt) in {**curves, **published}.items():
+        style = ":" if label in published else "-"
+        ax_n.plot(C, n_opt, style, label=label)
+        ax_d.plot(C, d_opt, style, label=label)
+    _loglog(ax_n, "compute C (FLOPs)", "N_opt (parameters)")
+    _loglog(ax_d, "compute C (FLOPs)", "D_opt (tokens)")
+    ax_n.legend(fontsize="small")
+    return axes

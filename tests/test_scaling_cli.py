@@ -1,0 +1,131 @@
+"""python -m scaling.fit: the table, the JSON, and one-line failures on bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling.fit import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_rows():
+    """An IsoFLOP sweep whose losses follow a known Chinchilla law, in results.jsonl's shape.
+
+    Kaplan accounting leaves out a fixed embedding count and counts 6 N D;
+    Chinchilla accounting counts all parameters and 10% more FLOPs.
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for budget in (1e17, 4e17, 1.6e18, 6.4e18):
+        n_star = 0.12 * (budget / 6) ** 0.5
+        for n in n_star * np.geomspace(1 / 5, 5, 7):
+            tokens = budget / (6 * n)
+            loss = 1.82 + 482 / n**0.348 + 2085 / tokens**0.366
+            rows.append({
+                "run": f"c{budget:.0e}_n{n:.0f}", "config": {}, "budget": budget,
+                "params_nonembedding": n, "params_total": n + 2e6, "tokens": tokens,
+                "flops_kaplan": 6 * n * tokens, "flops_chinchilla": 6.6 * (n + 2e6) * tokens,
+                "final_loss": loss, "final_eval_loss": loss * np.exp(rng.normal(0, 0.002)),
+                "unique_tokens": 1e12,
+            })
+    return rows
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    results = write_rows(tmp_path_factory.mktemp("sweep") / "results.jsonl", sweep_rows())
+    return results, results.with_name("fits.json")
+
+
+def test_writes_table_and_json_for_both_accountings(fitted, capsys):
+    results, out = fitted
+    assert main([str(results), "--bootstrap", "8"]) == 0
+    table = capsys.readouterr().out
+    for text in ("accounting: kaplan", "accounting: chinchilla", "isoflop:", "chinchilla:",
+                 "kaplan:", "alpha", "N_opt", "D_opt", str(out)):
+        assert text in table
+    # The data repeat nothing (unique_tokens far above tokens), so no data-constrained fit.
+    assert "data_constrained" not in table
+    fits = json.loads(out.read_text())["fits"]
+    assert set(fits) == {"kaplan", "chinchilla"}
+    iso = fits["kaplan"]["isoflop"]
+    # The sweep follows a law with a = 0.366 / (0.348 + 0.366) = 0.513.
+    assert iso["estimates"]["a"] == pytest.approx(0.513, abs=0.03)
+    lo, hi = iso["intervals"]["a"]
+    assert lo <= iso["estimates"]["a"] <= hi
+    assert len(iso["minima"]) == 4
+    chin = fits["kaplan"]["chinchilla"]
+    assert chin["bootstrap"]["replicates"] == 8
+    assert [row["C"] for row in chin["allocation"]][0] == pytest.approx(6.4e18 * 1.0)
+
+
+def test_accounting_choice_changes_the_inputs(fitted, capsys, tmp_path):
+    results, _ = fitted
+    out = tmp_path / "chinchilla_only.json"
+    assert main([str(results), "--accounting", "chinchilla", "--out", str(out)]) == 0
+    capsys.readouterr()
+    fits = json.loads(out.read_text())["fits"]
+    assert list(fits) == ["chinchilla"]
+    # Under Chinchilla accounting the budgets' largest compute is the full count.
+    top = fits["chinchilla"]["chinchilla"]["allocation"][0]["C"]
+    assert top == pytest.approx(max(r["flops_chinchilla"] for r in sweep_rows()))
+
+
+def test_data_constrained_fit_when_runs_repeat_data(tmp_path, capsys):
+    rows = sweep_rows()
+    for r in rows:
+        r["unique_tokens"] = r["tokens"] / 2  # two epochs each
+    results = write_rows(tmp_path / "results.jsonl", rows)
+    assert main([str(results), "--accounting", "kaplan"]) == 0
+    table = capsys.readouterr().out
+    assert "data_constrained" in table
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "not found"),
+    ("", "empty"),
+    ('{"run": "a"}\n{not json\n', ":2: malformed JSON"),
+    ("[1, 2]\n", "JSON object"),
+])
+def test_bad_files_fail_with_one_line_and_status_2(tmp_path, capsys, content, problem):
+    path = tmp_path / "results.jsonl"
+    if content is not None:
+        path.write_text(content)
+    assert main([str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and problem in lines[0]
+    assert not (tmp_path / "fits.json").exists()
+
+
+def test_too_few_runs_and_missing_fields_fail_cleanly(tmp_path, capsys):
+    path = write_rows(tmp_path / "results.jsonl", sweep_rows()[:3])
+    assert main([str(path)]) == 2
+    assert "need at least 6" in capsys.readouterr().err
+    rows = sweep_rows()
+    del rows[4]["tokens"]
+    write_rows(path, rows)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "row 5" in err and "tokens" in err
+
+
+def test_command_line_entry_point_reports_bad_input_without_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    for args in ([str(tmp_path / "missing.jsonl")], [str(tmp_path), "--bootstrap", "many"]):
+        proc = subprocess.run([sys.executable, "-m", "scaling.fit", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in proc.stderr
