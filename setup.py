@@ -20,6 +20,8 @@ setup(
         "optax>=0.2.3",
         "orbax-checkpoint>=0.10",
         "tensorflow-datasets>=4.9.7",
+        # tfds imports it at load time but does not declare it.
+        "importlib_resources>=6",
         "array_record>=0.5",
         "sentencepiece>=0.2",
         "gin-config>=0.5",

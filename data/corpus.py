@@ -6,6 +6,13 @@ made by document and is the same on every machine. tfds writes array_record
 without TensorFlow, and training reads it back through `as_data_source`, which
 gives random access by index.
 
+By default both splits go through the cleaning pipeline (data/clean) as they
+are written: the validation documents first, through every stage but
+decontamination, then the train documents, through every stage, with the
+cleaned validation text as the held-out text that decontamination protects.
+What each stage did, per source and split, is saved beside the data as
+clean_report.json and clean_report.txt.
+
 The builder config's name lists the sources that were present, so a machine
 that later installs another source builds a new data set instead of reusing a
 stale one.
@@ -24,6 +31,8 @@ import gin
 import tensorflow_datasets as tfds
 
 from data import sources as sources_lib
+from data.clean.decontaminate import Decontaminate
+from data.clean.pipeline import CleaningPipeline, default_stages
 
 DEFAULT_DATA_DIR = os.path.expanduser(os.environ.get("SCALINGLM_DATA", "~/.cache/scalinglm"))
 DEFAULT_SOURCES = ("python_stdlib", "gcide", "python_docs", "perl_pod")
@@ -43,14 +52,16 @@ class CorpusConfig(tfds.core.BuilderConfig):
     sources: tuple = DEFAULT_SOURCES
     validation_percent: float = 1.0
     max_bytes_per_source: int = 0  # 0: everything; small values make test corpora
+    clean: bool = True  # through the cleaning pipeline
 
 
 class ScalingCorpus(tfds.core.GeneratorBasedBuilder):
     """Real text from the Python standard library, GCIDE, the Python docs and Perl's pod."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.",
-                     "1.1.0": "Long files split into sections of at most 16K characters."}
+                     "1.1.0": "Long files split into sections of at most 16K characters.",
+                     "2.0.0": "Built through the cleaning pipeline; Perl's pod read once, not once per alias."}
 
     def _info(self):
         return self.dataset_info_from_configs(
@@ -62,9 +73,21 @@ class ScalingCorpus(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # everything is read from local files
-        return {"train": self._generate_examples(False), "validation": self._generate_examples(True)}
+        if not self.builder_config.clean:
+            self.clean_reports = {}
+            return {"train": self._generate_examples(self._raw_documents(False)),
+                    "validation": self._generate_examples(self._raw_documents(True))}
+        progress = sys.stderr.isatty()
+        # Validation text is cleaned like the rest, but decontaminating it against itself would empty it.
+        validation = CleaningPipeline(stages=[stage for stage in default_stages()
+                                              if not isinstance(stage, Decontaminate)], progress=progress)
+        heldout = list(validation.run(self._raw_documents(True)))
+        train = CleaningPipeline(progress=progress)
+        self.clean_reports = {"validation": validation.report, "train": train.report}
+        return {"validation": self._generate_examples(heldout),
+                "train": self._generate_examples(train.run(self._raw_documents(False), heldout=heldout))}
 
-    def _generate_examples(self, validation: bool) -> Iterator[tuple[str, dict]]:
+    def _raw_documents(self, validation: bool) -> Iterator[dict]:
         cfg = self.builder_config
         for name in cfg.sources:
             size = 0
@@ -73,7 +96,11 @@ class ScalingCorpus(tfds.core.GeneratorBasedBuilder):
                     break
                 size += len(doc["text"].encode())
                 if is_validation(doc, cfg.validation_percent) == validation:
-                    yield f"{doc['source']}/{doc['id']}", doc
+                    yield doc
+
+    def _generate_examples(self, docs) -> Iterator[tuple[str, dict]]:
+        for doc in docs:
+            yield f"{doc['source']}/{doc['id']}", {key: doc[key] for key in ("text", "source", "id")}
 
 
 def _source_stats(builder: ScalingCorpus) -> dict:
@@ -89,7 +116,8 @@ def _source_stats(builder: ScalingCorpus) -> dict:
 
 @gin.configurable
 def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOURCES,
-                 validation_percent: float = 1.0, max_bytes_per_source: int = 0) -> ScalingCorpus:
+                 validation_percent: float = 1.0, max_bytes_per_source: int = 0,
+                 clean: bool = True) -> ScalingCorpus:
     """Builds the corpus once (cached under data_dir) and returns its prepared builder."""
     present, missing = sources_lib.available(list(sources))
     for name in missing:
@@ -98,9 +126,9 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
     if not present:
         raise CorpusError(f"none of the corpus sources {list(sources)} is installed")
     name = "_".join(present) + f"_val{validation_percent:g}".replace(".", "p") + (
-        f"_max{max_bytes_per_source}" if max_bytes_per_source else "")
+        f"_max{max_bytes_per_source}" if max_bytes_per_source else "") + ("" if clean else "_raw")
     config = CorpusConfig(name=name, sources=tuple(present), validation_percent=validation_percent,
-                          max_bytes_per_source=max_bytes_per_source)
+                          max_bytes_per_source=max_bytes_per_source, clean=clean)
     builder = ScalingCorpus(config=config, data_dir=os.path.join(data_dir, "tfds"), file_format="array_record")
     if not builder.is_prepared():
         if not sys.stderr.isatty():  # progress bars only for people, not for logs
@@ -111,9 +139,13 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
             if "No examples were yielded" not in str(error):
                 raise
             raise CorpusError(f"the corpus {name} has an empty split: {str(error).splitlines()[0]}") from None
-        stats_path = os.path.join(builder.data_dir, "source_stats.json")
-        with open(stats_path, "w") as f:
+        with open(os.path.join(builder.data_dir, "source_stats.json"), "w") as f:
             json.dump(_source_stats(builder), f, indent=1)
+        with open(os.path.join(builder.data_dir, "clean_report.json"), "w") as f:
+            json.dump({split: report.to_dict() for split, report in builder.clean_reports.items()}, f, indent=1)
+        with open(os.path.join(builder.data_dir, "clean_report.txt"), "w") as f:
+            f.write("".join(f"{split} split\n{report.to_text()}\n\n"
+                            for split, report in builder.clean_reports.items()))
     for split in ("train", "validation"):
         if builder.info.splits[split].num_examples == 0:
             raise CorpusError(f"the corpus {name} has an empty {split} split")
@@ -123,3 +155,12 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
 def source_stats(builder: ScalingCorpus) -> dict:
     with open(os.path.join(builder.data_dir, "source_stats.json")) as f:
         return json.load(f)
+
+
+def clean_report_text(builder: ScalingCorpus) -> str:
+    """The cleaning report's table; empty for a corpus built without cleaning."""
+    path = os.path.join(builder.data_dir, "clean_report.txt")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read()

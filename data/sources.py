@@ -123,7 +123,9 @@ def python_docs() -> Iterator[Document]:
 
 
 def _perl_pod_paths() -> tuple[list[str], str]:
-    return sorted(glob.glob("/usr/share/perl/*/pod/*.pod")), "/usr/share/perl"
+    # Debian links /usr/share/perl/5.36 to 5.36.0: read each directory once, not once per name.
+    versions = [path for path in glob.glob("/usr/share/perl/*") if not os.path.islink(path)]
+    return sorted(p for version in versions for p in glob.glob(f"{version}/pod/*.pod")), "/usr/share/perl"
 
 
 def perl_pod() -> Iterator[Document]:
