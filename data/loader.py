@@ -29,11 +29,17 @@ class DataConfig:
     batch_size: int = 32  # global, across all devices and hosts
     seed: int = 0
     eval_batches: int = 16
+    # The span_corruption objective (encoder-decoder models): T5's defaults.
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "batch_size", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.noise_density < 1 or self.mean_noise_span_length < 1:
+            raise ValueError(f"DataConfig.noise_density must be in (0, 1) and mean_noise_span_length at least 1, "
+                             f"got {self.noise_density} and {self.mean_noise_span_length}")
 
 
 @dataclasses.dataclass

@@ -9,7 +9,10 @@ tokens were consumed. A checkpoint stores them and a restart re-tokenizes from
 there, so a resumed run sees exactly the batches it would have seen.
 
 Objectives: 'lm' weighs every target; 'prefix_lm' draws a prefix length per
-row and weighs only the targets after the prefix.
+row and weighs only the targets after the prefix; 'span_corruption' (T5,
+data/span_corruption.py) turns each row's seq_len tokens into encoder inputs
+with sentinels and decoder targets listing the masked spans. Its shapes depend
+on seq_len alone, so its batches need no padding.
 """
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-OBJECTIVES = ("lm", "prefix_lm")
+from data import span_corruption
+
+OBJECTIVES = ("lm", "prefix_lm", "span_corruption")
+DECODER_START_ID = 0  # T5 starts the decoder with the padding id
 
 
 class EndOfData(Exception):
@@ -39,9 +45,19 @@ class PackedBatches:
 
     def __init__(self, docs: Sequence, tokenizer, seq_len: int, batch_size: int, seed: int = 0,
                  objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
-                 encode_chunk: int = 64):
+                 encode_chunk: int = 64, sentinels: Sequence = (), noise_density: float = 0.15,
+                 mean_noise_span_length: float = 3.0):
+        """sentinels, noise_density, mean_noise_span_length: for span_corruption; the sentinels are
+        ids the tokenizer never produces, one per noise span."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
+        if objective == "span_corruption":
+            spans = span_corruption.span_counts(seq_len, noise_density, mean_noise_span_length)[1]
+            if len(sentinels) < spans:
+                raise ValueError(f"span corruption of {seq_len} tokens makes {spans} noise spans but has only "
+                                 f"{len(sentinels)} sentinel ids")
+        self.sentinels = np.asarray(sentinels, np.int32)
+        self.noise_density, self.mean_noise_span_length = noise_density, mean_noise_span_length
         if len(docs) == 0:
             raise ValueError("the document source is empty")
         self.docs, self.tokenizer = docs, tokenizer
@@ -113,13 +129,22 @@ class PackedBatches:
         inputs, targets = rows[:, :-1], rows[:, 1:]
         weights = np.ones(targets.shape, np.float32)
         prefix_len = np.zeros(self.batch_size, np.int32)
+        # Random choices are drawn from each row's own position, so a resumed run draws the same.
+        rngs = [np.random.default_rng([self.seed, s["epoch"], s["index"], s["offset"]]) for s in starts]
+        if self.objective == "span_corruption":
+            return self._span_corruption(rows[:, :-1], rngs)
         if self.objective == "prefix_lm":
-            for r, s in enumerate(starts):
-                # Drawn from the row's own position, so a resumed run draws the same prefixes.
-                rng = np.random.default_rng([self.seed, s["epoch"], s["index"], s["offset"]])
-                prefix_len[r] = rng.integers(1, self.seq_len)
+            prefix_len = np.array([rng.integers(1, self.seq_len) for rng in rngs], np.int32)
             weights = (np.arange(self.seq_len)[None, :] >= prefix_len[:, None] - 1).astype(np.float32)
         return {"inputs": inputs, "targets": targets, "weights": weights, "prefix_len": prefix_len}
+
+    def _span_corruption(self, rows: np.ndarray, rngs: list) -> dict:
+        pairs = [span_corruption.corrupt_spans(row, self.sentinels, rng, self.noise_density,
+                                               self.mean_noise_span_length) for row, rng in zip(rows, rngs)]
+        encoder_inputs, targets = (np.stack(parts) for parts in zip(*pairs))
+        decoder_inputs = np.concatenate([np.full_like(targets[:, :1], DECODER_START_ID), targets[:, :-1]], axis=1)
+        return {"encoder_inputs": encoder_inputs, "inputs": decoder_inputs, "targets": targets,
+                "weights": np.ones(targets.shape, np.float32)}
 
     def __iter__(self):
         return self
@@ -129,16 +154,17 @@ class PackedBatches:
 
 
 def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_batches: int,
-                 objective: str = "lm", text_key: str = "text", oversample: int = 20) -> list[dict]:
+                 objective: str = "lm", text_key: str = "text", oversample: int = 20, **objective_options
+                 ) -> list[dict]:
     """Up to `max_batches` batches of the eval split, each with the number of raw-text bytes
-    its weighted targets encode (for bits per byte).
+    its weighted targets encode (for bits per byte; sentinels encode none).
 
     Rows are taken evenly spaced from the packed eval stream (documents in a fixed
     random order, at most `oversample` times the rows needed), so that the eval set
     stands for the split by token mass instead of being a few long documents.
     """
     stream = PackedBatches(docs, tokenizer, seq_len, batch_size=1, seed=12345, objective=objective,
-                           repeat=False, text_key=text_key)
+                           repeat=False, text_key=text_key, **objective_options)
     wanted = max_batches * batch_size
     rows = []
     try:
@@ -154,7 +180,9 @@ def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_b
     for b in range(n_batches):
         chunk = picked[b * batch_size:(b + 1) * batch_size]
         batch = {key: np.concatenate([row[key] for row in chunk]) for key in chunk[0]}
-        batch["bytes"] = float((tokenizer.piece_bytes[batch["targets"]] * batch["weights"]).sum())
+        piece_bytes = np.append(tokenizer.piece_bytes, 0)  # ids past the tokenizer's (sentinels): no text
+        targets = np.minimum(batch["targets"], len(piece_bytes) - 1)
+        batch["bytes"] = float((piece_bytes[targets] * batch["weights"]).sum())
         batches.append(batch)
     return batches
 

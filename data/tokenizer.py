@@ -106,11 +106,16 @@ def corpus_token_stats(tokenizer: Tokenizer, train_texts: Iterable[str], cache_p
 def unigram_loss(token_counts, batches: list[dict]) -> float:
     """Nats per token of the best context-free model (train-split frequencies, add-one
     smoothed) on exactly the targets and weights of `batches`. A language model has
-    learnt something beyond token frequencies only when its eval loss is below this."""
+    learnt something beyond token frequencies only when its eval loss is below this.
+    Targets past the tokenizer's vocabulary (span corruption's sentinels) are left out."""
     counts = np.asarray(token_counts, np.float64) + 1.0
-    log_p = np.log(counts / counts.sum())
-    nats = sum(float((-log_p[b["targets"]] * b["weights"]).sum()) for b in batches)
-    return nats / sum(float(b["weights"].sum()) for b in batches)
+    log_p = np.append(np.log(counts / counts.sum()), 0.0)
+    nats = weight = 0.0
+    for b in batches:
+        in_vocab = b["weights"] * (b["targets"] < len(counts))
+        nats += float((-log_p[np.minimum(b["targets"], len(counts))] * in_vocab).sum())
+        weight += float(in_vocab.sum())
+    return nats / weight
 
 
 def _encoded(tokenizer: Tokenizer, texts: Iterable[str], chunk: int = 256):

@@ -1,63 +1,121 @@
 """Parameter and FLOP accounting: one module for metrics, summaries and sweeps.
 
 Parameter counts are read off the real parameter tree. "Embedding" parameters
-are the token and position tables and an untied output head: Kaplan et al.
-(2020) leave all of them out of N, and Porian et al. (2024) show that counting
-the head or not moves the compute-optimal exponent a good deal.
+are the token and position tables (learned, or T5's relative position biases)
+and an untied output head: Kaplan et al. (2020) leave all of them out of N,
+and Porian et al. (2024) show that counting the head or not moves the
+compute-optimal exponent a good deal. A mixture of experts has more parameters
+than each token uses: params_active counts the router and only top_k of each
+layer's experts.
 
 Training FLOPs per token, forward plus backward (backward = 2 x forward):
-- Kaplan et al. (2020), eq. 2.2: C = 6 N (non-embedding N), with the context
-  term 6 n_layer n_ctx d_attn reported separately.
+- Kaplan et al. (2020), eq. 2.2: C = 6 N (non-embedding N, active parameters
+  for MoE), with the context term 6 n_layer n_ctx d_attn reported separately.
 - Hoffmann et al. (2022), Appendix F: embeddings, QKV projections, attention
   logits, softmax, the attention-weighted sum and its output projection, the
   MLP and the final logits, every matrix product counted at 2 flops per
-  multiply-add. Generalised here to grouped-query attention and gated MLPs.
+  multiply-add. Generalised here to grouped-query attention, gated MLPs,
+  mixtures of experts (the router plus top_k experts' MLPs; GShard's dispatch
+  and combine einsums are implementation, not model, FLOPs) and the
+  encoder-decoder (counted per decoder token: the encoder's work and the
+  cross-attention keys and values scale with encoder tokens per decoder token).
 """
 from __future__ import annotations
 
+import collections
+
 import jax
 
-EMBEDDING_PARAMS = ("token_embed", "position_embed", "lm_head")
+EMBEDDING_PARAMS = ("token_embed", "position_embed", "relative_position_bias", "lm_head")
+EXPERT_PARAMS = "experts"  # the module holding a mixture of experts' stacked weights
 
 
 def _path_names(path) -> list[str]:
     return [str(getattr(k, "key", k)) for k in path]
 
 
-def param_counts(params) -> dict:
-    """Total, embedding and non-embedding parameter counts of a (possibly boxed) parameter tree."""
-    total = embedding = 0
+def param_counts(params, cfg=None) -> dict:
+    """Total, embedding, non-embedding and active parameter counts of a (possibly boxed) parameter tree.
+
+    For a mixture of experts, params_active (and params_active_nonembedding) need cfg
+    for top_k and are None without it; for a dense model they equal the totals.
+    """
+    total = embedding = experts = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        size = int(leaf.size)
+        size, names = int(leaf.size), _path_names(path)
         total += size
-        if any(name in EMBEDDING_PARAMS for name in _path_names(path)):
+        if any(name in EMBEDDING_PARAMS for name in names):
             embedding += size
-    return {"params_total": total, "params_embedding": embedding,
-            "params_nonembedding": total - embedding, "params_active": total}
+        if EXPERT_PARAMS in names:
+            experts += size
+    active = total
+    if experts:
+        active = None if cfg is None else total - experts // cfg.num_experts * (cfg.num_experts - cfg.moe_top_k)
+    return {"params_total": total, "params_embedding": embedding, "params_nonembedding": total - embedding,
+            "params_active": active, "params_active_nonembedding": None if active is None else active - embedding}
 
 
-def forward_flops_per_token(cfg, seq_len: int) -> dict:
-    """Forward FLOPs per token by component, in the Chinchilla (Appendix F) accounting."""
-    d, attn_width = cfg.d_model, cfg.n_heads * cfg.head_dim
-    kv_width = cfg.kv_heads * cfg.head_dim
-    mlp_matrices = 3 if cfg.gated else 2
-    per_layer = {
-        "qkv": 2 * d * (attn_width + 2 * kv_width),
-        "attention_logits": 2 * seq_len * attn_width,
-        "softmax": 3 * cfg.n_heads * seq_len,
-        "attention_values": 2 * seq_len * attn_width,
-        "attention_out": 2 * attn_width * d,
-        "mlp": 2 * mlp_matrices * d * cfg.d_ff,
+def _attention_flops(cfg, key_len: int, sources_per_token: float = 1.0) -> dict:
+    """One attention sublayer, per query token; keys and values are projected from
+    `sources_per_token` source tokens per query (1 in self-attention)."""
+    d, attn_width, kv_width = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    return {
+        "qkv": 2 * d * attn_width + 2 * d * 2 * kv_width * sources_per_token,
+        "attention_logits": 2 * key_len * attn_width,
+        "softmax": 3 * cfg.n_heads * key_len,
+        "attention_values": 2 * key_len * attn_width,
+        "attention_out": 2 * attn_width * cfg.d_model,
     }
-    flops = {"embeddings": 2 * cfg.vocab_size * d, "final_logits": 2 * d * cfg.vocab_size}
-    flops.update({name: cfg.n_layers * value for name, value in per_layer.items()})
-    return flops
 
 
-def training_flops_per_token(cfg, seq_len: int, params_nonembedding: int) -> dict:
-    """Training (forward + backward) FLOPs per token in both accountings."""
+def _mlp_flops(cfg, moe: bool) -> dict:
+    mlp = 2 * (3 if cfg.gated else 2) * cfg.d_model * cfg.d_ff
+    if not moe:
+        return {"mlp": mlp}
+    return {"mlp": cfg.moe_top_k * mlp, "router": 2 * cfg.d_model * cfg.num_experts}
+
+
+def forward_flops_per_token(cfg, seq_len: int, encoder_seq_len: int | None = None) -> dict:
+    """Forward FLOPs per (decoder) token by component, in the Chinchilla (Appendix F) accounting.
+
+    encoder_seq_len: the encoder's input length for an encoder-decoder (default seq_len).
+    """
+    flops = collections.Counter()
+
+    def add(component_flops: dict, times: float = 1):
+        for name, value in component_flops.items():
+            flops[name] += times * value
+
+    embedding = 2 * cfg.vocab_size * cfg.d_model  # Chinchilla counts the lookup as a one-hot product
+    add({"embeddings": embedding, "final_logits": embedding})
+    encoder_tokens = 0.0
+    if cfg.architecture == "encoder_decoder":
+        encoder_len = encoder_seq_len or seq_len
+        encoder_tokens = encoder_len / seq_len  # per decoder token
+        add({"embeddings": embedding}, encoder_tokens)
+        for i in range(cfg.encoder_layers):
+            add(_attention_flops(cfg, encoder_len), encoder_tokens)
+            add(_mlp_flops(cfg, cfg.is_moe_layer(i)), encoder_tokens)
+    for i in range(cfg.n_layers):
+        add(_attention_flops(cfg, seq_len))
+        if encoder_tokens:
+            add(_attention_flops(cfg, encoder_seq_len or seq_len, encoder_tokens))
+        add(_mlp_flops(cfg, cfg.is_moe_layer(i)))
+    return dict(flops)
+
+
+def training_flops_per_token(cfg, seq_len: int, params_nonembedding: int,
+                             encoder_seq_len: int | None = None) -> dict:
+    """Training (forward + backward) FLOPs per (decoder) token in both accountings.
+
+    params_nonembedding: the non-embedding parameters a token uses, N of Kaplan's 6 N;
+    for a mixture of experts pass params_active_nonembedding from param_counts(params, cfg).
+    An encoder-decoder's 6 N counts each parameter once per decoder token.
+    """
+    forward = forward_flops_per_token(cfg, seq_len, encoder_seq_len)
     return {
         "kaplan": 6 * params_nonembedding,
-        "kaplan_attention": 6 * cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim,
-        "chinchilla": 3 * sum(forward_flops_per_token(cfg, seq_len).values()),
+        # Kaplan's context term, 2 n_layer n_ctx d_attn forward, is exactly the attention logits.
+        "kaplan_attention": 3 * forward["attention_logits"],
+        "chinchilla": 3 * sum(forward.values()),
     }

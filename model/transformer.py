@@ -1,10 +1,15 @@
-"""A decoder-only transformer language model, in one file.
+"""Transformer language models, in one file: the decoder-only model and the blocks everything is built from.
 
 Read top to bottom: the configuration, then normalisation, positions,
-attention, the MLP, one block, and the whole model. Every parameter and every
-large activation carries logical axis names ("batch", "length", "embed",
-"heads", "kv_heads", "head_dim", "mlp", "vocab"); train/partitioning.py maps
-them onto a device mesh, so the same code runs on one CPU and on a pod.
+attention, the MLP and its mixture-of-experts variant, one block, a stack of
+blocks, and the decoder-only model. The encoder-decoder
+(model/encoder_decoder.py) is two Stacks of the same Blocks; the routing
+math of the mixture of experts is in model/moe.py.
+
+Every parameter and every large activation carries logical axis names
+("batch", "length", "embed", "heads", "kv_heads", "head_dim", "mlp", "vocab",
+"expert", ...); train/partitioning.py maps them onto a device mesh, so the
+same code runs on one CPU and on a pod.
 
 Parameters are float32; `dtype` sets the compute precision (bfloat16 on
 accelerators). Logits come back in float32 so that the loss is computed there.
@@ -20,10 +25,13 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from model import moe
+
+ARCHITECTURES = ("decoder", "encoder_decoder")
 ACTIVATIONS = ("gelu", "relu", "swiglu", "geglu")
 NORMS = ("layernorm", "rmsnorm")
-NORM_POSITIONS = ("pre", "post")
-POSITIONS = ("learned", "sinusoidal", "rope", "alibi")
+NORM_POSITIONS = ("pre", "post", "sandwich", "deepnorm")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5_bias")
 ATTENTION_MASKS = ("causal", "prefix")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -36,9 +44,11 @@ def _check_choice(name: str, value, choices) -> None:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
+    architecture: str = "decoder"  # or 'encoder_decoder' (T5-style)
     vocab_size: int = 8192
     d_model: int = 256
-    n_layers: int = 4
+    n_layers: int = 4  # decoder layers; also the encoder's unless n_encoder_layers is set
+    n_encoder_layers: Optional[int] = None
     n_heads: int = 4
     n_kv_heads: Optional[int] = None  # None: as many as n_heads (MHA); 1: MQA; else GQA
     d_ff: int = 1024
@@ -47,6 +57,10 @@ class TransformerConfig:
     norm: str = "rmsnorm"
     norm_position: str = "pre"
     position: str = "rope"
+    t5_bias_buckets: int = 32  # position='t5_bias': buckets of relative distance ...
+    t5_bias_max_distance: int = 128  # ... logarithmically spaced up to this distance
+    embed_norm: bool = False  # a norm right after the embedding (BLOOM)
+    embed_grad_shrink: float = 1.0  # GLM-130B: scales the gradient reaching the embedding; 1 = off
     use_bias: bool = False
     tie_embeddings: bool = True
     dropout: float = 0.0
@@ -55,15 +69,23 @@ class TransformerConfig:
     remat: bool = False  # recompute each block's activations in the backward pass
     rope_base: float = 10_000.0
     init_std: float = 0.02
+    # Mixture of experts: the MLP of every moe_every-th layer becomes num_experts MLPs (0: none).
+    moe_every: int = 0
+    num_experts: int = 8
+    moe_top_k: int = 1  # experts per token: 1 Switch, 2 GShard
+    capacity_factor: float = 1.25  # expert buffer size, in multiples of an even share of the tokens
+    moe_aux_loss_weight: float = 0.01  # Switch load-balancing loss
+    moe_router_z_loss_weight: float = 0.001  # ST-MoE router z-loss
 
     def __post_init__(self):
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
         _check_choice("position", self.position, POSITIONS)
         _check_choice("attention_mask", self.attention_mask, ATTENTION_MASKS)
         _check_choice("dtype", self.dtype, DTYPES)
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "num_experts", "moe_top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TransformerConfig.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
@@ -74,6 +96,28 @@ class TransformerConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.position == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rope needs an even head dimension (d_model / n_heads)")
+        if self.n_encoder_layers is not None and (self.architecture != "encoder_decoder" or self.n_encoder_layers < 1):
+            raise ValueError(f"TransformerConfig.n_encoder_layers = {self.n_encoder_layers} needs "
+                             f"architecture='encoder_decoder' and a positive value")
+        if self.architecture == "encoder_decoder" and self.attention_mask != "causal":
+            raise ValueError("TransformerConfig.attention_mask must be 'causal' for architecture='encoder_decoder' "
+                             "(its encoder is the bidirectional part)")
+        if self.position == "t5_bias" and not 4 <= self.t5_bias_buckets < 2 * self.t5_bias_max_distance:
+            raise ValueError(f"TransformerConfig.t5_bias_buckets = {self.t5_bias_buckets} must be at least 4 and "
+                             f"below 2 * t5_bias_max_distance ({2 * self.t5_bias_max_distance})")
+        if not 0.0 < self.embed_grad_shrink <= 1.0:
+            raise ValueError(f"TransformerConfig.embed_grad_shrink must be in (0, 1], got {self.embed_grad_shrink}")
+        if not 0 <= self.moe_every <= self.n_layers:
+            raise ValueError(f"TransformerConfig.moe_every must be in [0, n_layers={self.n_layers}], "
+                             f"got {self.moe_every}")
+        if self.moe_top_k > self.num_experts:
+            raise ValueError(f"TransformerConfig.moe_top_k = {self.moe_top_k} exceeds num_experts = "
+                             f"{self.num_experts}")
+        if self.capacity_factor <= 0:
+            raise ValueError(f"TransformerConfig.capacity_factor must be positive, got {self.capacity_factor}")
+        for name in ("moe_aux_loss_weight", "moe_router_z_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TransformerConfig.{name} must be non-negative, got {getattr(self, name)}")
 
     @property
     def head_dim(self) -> int:
@@ -84,12 +128,21 @@ class TransformerConfig:
         return self.n_kv_heads or self.n_heads
 
     @property
+    def encoder_layers(self) -> int:
+        """Encoder depth: 0 for a decoder-only model."""
+        return 0 if self.architecture == "decoder" else self.n_encoder_layers or self.n_layers
+
+    @property
     def compute_dtype(self):
         return DTYPES[self.dtype]
 
     @property
     def gated(self) -> bool:
         return self.activation in ("swiglu", "geglu")
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Layers moe_every - 1, 2 moe_every - 1, ... of each stack: with 2, every other layer (Switch, GShard)."""
+        return self.moe_every > 0 and (index + 1) % self.moe_every == 0
 
 
 def dense(cfg: TransformerConfig, features, axes: tuple, name: str, contract=-1, std=None):
@@ -121,6 +174,8 @@ class Norm(nn.Module):
         return y.astype(cfg.compute_dtype)
 
 
+# --- positions ---------------------------------------------------------------
+
 def sinusoidal_positions(length: int, dim: int):
     """The fixed encodings of Vaswani et al. (2017): sines in one half, cosines in the other."""
     inv_freq = 1.0 / 10_000 ** (jnp.arange(0, dim, 2) / dim)
@@ -145,6 +200,41 @@ def alibi_bias(n_heads: int, length: int):
     return -slopes[None, :, None, None] * distance[None, None, :, :]
 
 
+def relative_position_buckets(length: int, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's buckets (Raffel et al. 2020) of the distance from each query to each key, (query, key) int32.
+
+    Half the buckets hold exact distances 0, 1, ..., the rest log-spaced distances up to
+    max_distance, beyond which all share the last bucket. A causal model only needs
+    distances to earlier keys; a bidirectional one splits the buckets between the two sides.
+    """
+    distance = jnp.arange(length)[:, None] - jnp.arange(length)[None, :]  # > 0: the key is earlier
+    offset = 0
+    if bidirectional:
+        num_buckets //= 2
+        offset = jnp.where(distance < 0, num_buckets, 0)
+        distance = jnp.abs(distance)
+    else:
+        distance = jnp.maximum(distance, 0)
+    exact = num_buckets // 2
+    log_spaced = exact + (jnp.log(jnp.maximum(distance, exact) / exact) / math.log(max_distance / exact)
+                          * (num_buckets - exact)).astype(jnp.int32)
+    return offset + jnp.where(distance < exact, distance, jnp.minimum(log_spaced, num_buckets - 1))
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned attention bias: one scalar per head and distance bucket, shared by all layers of a stack."""
+    cfg: TransformerConfig
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, length: int):
+        cfg = self.cfg
+        table = self.param("embedding", nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.init_std), ("position_bucket", "heads")), (cfg.t5_bias_buckets, cfg.n_heads))
+        buckets = relative_position_buckets(length, self.bidirectional, cfg.t5_bias_buckets, cfg.t5_bias_max_distance)
+        return table[buckets].transpose(2, 0, 1)[None]  # (1, heads, query, key)
+
+
 def attention_mask(cfg: TransformerConfig, length: int, prefix_len=None):
     """Boolean (batch or 1, 1, query, key) mask: causal, plus full attention inside the prefix."""
     query, key = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
@@ -156,17 +246,27 @@ def attention_mask(cfg: TransformerConfig, length: int, prefix_len=None):
     return allowed
 
 
+# --- sublayers ---------------------------------------------------------------
+
 class Attention(nn.Module):
+    """Multi-head (grouped-query) attention; cross-attention when given a context to attend to.
+
+    inner_std / out_std: init std of the value projection and of the output projection
+    (see Block); queries and keys always start at init_std.
+    """
     cfg: TransformerConfig
+    inner_std: float
+    out_std: float
 
     @nn.compact
-    def __call__(self, x, mask, bias):
+    def __call__(self, x, mask, bias, context=None):
         cfg = self.cfg
-        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)  # GPT-2: residual branches shrink with depth
+        source = x if context is None else context
         q = dense(cfg, (cfg.n_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "query")(x)
-        k = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "key")(x)
-        v = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "value")(x)
-        if cfg.position == "rope":
+        k = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "key")(source)
+        v = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "value",
+                  std=self.inner_std)(source)
+        if cfg.position == "rope" and context is None:  # encoder and decoder positions are not comparable
             q, k = apply_rope(q, cfg.rope_base), apply_rope(k, cfg.rope_base)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
@@ -174,47 +274,221 @@ class Attention(nn.Module):
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "out", contract=(-2, -1),
-                     std=out_std)(out)
+                     std=self.out_std)(out)
+
+
+def mlp_activation(cfg: TransformerConfig, h, gate):
+    """The MLP's nonlinearity; GLU variants (Shazeer 2020) multiply it by a second, linear projection."""
+    act = {"gelu": nn.gelu, "relu": nn.relu, "swiglu": nn.silu, "geglu": nn.gelu}[cfg.activation]
+    return act(h) * gate if cfg.gated else act(h)
+
+
+class ExpertDense(nn.Module):
+    """One dense projection per expert, applied to that expert's buffer: (expert, group, slot, in) -> out."""
+    cfg: TransformerConfig
+    features: int
+    axes: tuple  # logical names of the (in, out) dimensions
+    std: float
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        kernel = self.param("kernel", nn.with_logical_partitioning(
+            nn.initializers.normal(self.std), ("expert", *self.axes)), (cfg.num_experts, x.shape[-1], self.features))
+        y = jnp.einsum("egci,eio->egco", x, kernel.astype(cfg.compute_dtype))
+        if cfg.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", self.axes[1])),
+                              (cfg.num_experts, self.features))
+            y = y + bias[:, None, None, :].astype(cfg.compute_dtype)
+        return y
 
 
 class Mlp(nn.Module):
+    """The MLP on (batch, length, embed); with experts=True, num_experts of them side by side on
+    per-expert buffers (expert, expert_group, capacity, embed), each expert with its own weights."""
     cfg: TransformerConfig
+    inner_std: float
+    out_std: float
+    experts: bool = False
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
         cfg = self.cfg
-        act = {"gelu": nn.gelu, "relu": nn.relu, "swiglu": nn.silu, "geglu": nn.gelu}[cfg.activation]
-        h = act(dense(cfg, cfg.d_ff, ("embed", "mlp"), "wi")(x))
-        if cfg.gated:  # GLU variants (Shazeer 2020): the activation gates a second projection
-            h = h * dense(cfg, cfg.d_ff, ("embed", "mlp"), "wi_gate")(x)
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+
+        def project(inputs, features: int, axes: tuple, name: str, std: float):
+            if self.experts:
+                return ExpertDense(cfg, features, axes, std, name=name)(inputs)
+            return dense(cfg, features, axes, name, std=std)(inputs)
+
+        project_in = lambda name: project(x, cfg.d_ff, ("embed", "mlp"), name, self.inner_std)  # noqa: E731
+        h = mlp_activation(cfg, project_in("wi"), project_in("wi_gate") if cfg.gated else None)
+        rows = ("expert", "expert_group", "capacity") if self.experts else ("batch", "length")
+        h = nn.with_logical_constraint(h, (*rows, "mlp"))
         h = nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
-        return dense(cfg, cfg.d_model, ("mlp", "embed"), "wo",
-                     std=cfg.init_std / math.sqrt(2 * cfg.n_layers))(h)
+        return project(h, cfg.d_model, ("mlp", "embed"), "wo", self.out_std)
+
+
+class MoeMlp(nn.Module):
+    """A mixture of experts in place of the MLP: a float32 router sends each token to its top_k experts.
+
+    Routing (model/moe.py) works on groups of one sequence each. The dispatch einsum
+    moves tokens from rows sharded over the batch to buffers sharded over the "expert"
+    axis (GSPMD turns the resharding into an all-to-all), and the combine einsum brings
+    them back. Sown for the trainer: the weighted load-balancing and router z losses
+    ("*_loss", added to the loss) and, for metrics, expert load and dropped fraction.
+    """
+    cfg: TransformerConfig
+    inner_std: float
+    out_std: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        cfg = self.cfg
+        # Routing decisions are discrete and the softmax is sensitive: keep the router in float32.
+        router = nn.Dense(cfg.num_experts, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+                          kernel_init=nn.with_logical_partitioning(
+                              nn.initializers.normal(cfg.init_std), ("embed", "router_experts")), name="router")
+        capacity = moe.expert_capacity(x.shape[1], cfg.num_experts, cfg.moe_top_k, cfg.capacity_factor)
+        routing = moe.route(router(x.astype(jnp.float32)), cfg.moe_top_k, capacity)
+        self.sow("intermediates", "load_balance_loss", cfg.moe_aux_loss_weight * routing.load_balance_loss)
+        self.sow("intermediates", "router_z_loss", cfg.moe_router_z_loss_weight * routing.router_z_loss)
+        self.sow("intermediates", "expert_load", routing.expert_load)
+        self.sow("intermediates", "dropped_fraction", routing.dropped_fraction)
+
+        dispatch = routing.dispatch.astype(cfg.compute_dtype)
+        buffers = jnp.einsum("gtec,gtd->egcd", dispatch, x)
+        buffers = nn.with_logical_constraint(buffers, ("expert", "expert_group", "capacity", "embed"))
+        outputs = Mlp(cfg, self.inner_std, self.out_std, experts=True, name="experts")(buffers, deterministic)
+        outputs = nn.with_logical_constraint(outputs, ("expert", "expert_group", "capacity", "embed"))
+        y = jnp.einsum("egcd,gtec->gtd", outputs, routing.combine.astype(cfg.compute_dtype))
+        return nn.with_logical_constraint(y, ("batch", "length", "embed"))
+
+
+# --- blocks and stacks -------------------------------------------------------
+
+def deepnorm_constants(cfg: TransformerConfig, encoder: bool) -> tuple[float, float]:
+    """DeepNet's (alpha, beta) (Wang et al. 2022): residual up-weighting and branch init down-scaling.
+
+    (1, 1) unless norm_position='deepnorm'. Decoder-only, N layers: (2N)^(1/4), (8N)^(-1/4).
+    Encoder-decoder with N encoder and M decoder layers: encoder 0.81 (N^4 M)^(1/16),
+    0.87 (N^4 M)^(-1/16); decoder (3M)^(1/4), (12M)^(-1/4).
+    """
+    if cfg.norm_position != "deepnorm":
+        return 1.0, 1.0
+    if cfg.architecture == "decoder":
+        return (2 * cfg.n_layers) ** 0.25, (8 * cfg.n_layers) ** -0.25
+    n, m = cfg.encoder_layers, cfg.n_layers
+    if encoder:
+        return 0.81 * (n ** 4 * m) ** (1 / 16), 0.87 * (n ** 4 * m) ** (-1 / 16)
+    return (3 * m) ** 0.25, (12 * m) ** -0.25
 
 
 class Block(nn.Module):
-    """Attention then MLP, each wrapped in a residual with the norm before (pre) or after (post)."""
+    """Self-attention, cross-attention (given a context), then the MLP or the experts, each a residual branch.
+
+    norm_position: 'pre' x + f(norm(x)); 'post' norm(x + f(x)); 'sandwich' (CogView)
+    x + norm(f(norm(x))); 'deepnorm' (DeepNet) norm(alpha x + f(x)), with the value,
+    output and MLP projections initialised beta times smaller. Otherwise the output
+    projections start at init_std / sqrt(2 depth) (GPT-2).
+    """
     cfg: TransformerConfig
+    depth: int  # layers in this block's stack
+    moe: bool = False
+    alpha: float = 1.0
+    beta: float = 1.0
 
     @nn.compact
-    def __call__(self, x, mask, bias, deterministic: bool):
+    def __call__(self, x, mask, bias, deterministic: bool, context=None, context_mask=None):
         cfg = self.cfg
+        inner_std = cfg.init_std * self.beta
+        out_std = inner_std if cfg.norm_position == "deepnorm" else cfg.init_std / math.sqrt(2 * self.depth)
+        branch = dict(cfg=cfg, inner_std=inner_std, out_std=out_std)
+        sublayers = [lambda h: Attention(**branch, name="attention")(h, mask, bias)]
+        if context is not None:
+            sublayers.append(lambda h: Attention(**branch, name="cross_attention")(h, context_mask, None, context))
+        if self.moe:
+            sublayers.append(lambda h: MoeMlp(**branch, name="moe")(h, deterministic))
+        else:
+            sublayers.append(lambda h: Mlp(**branch, name="mlp")(h, deterministic))
         drop = nn.Dropout(cfg.dropout)
-        sublayers = (lambda h: Attention(cfg, name="attention")(h, mask, bias),
-                     lambda h: Mlp(cfg, name="mlp")(h, deterministic))
         for i, sublayer in enumerate(sublayers):
             norm = Norm(cfg, name=f"norm_{i}")
             if cfg.norm_position == "pre":
                 x = x + drop(sublayer(norm(x)), deterministic=deterministic)
-            else:
-                x = norm(x + drop(sublayer(x), deterministic=deterministic))
+            elif cfg.norm_position == "sandwich":
+                x = x + drop(Norm(cfg, name=f"norm_{i}_out")(sublayer(norm(x))), deterministic=deterministic)
+            else:  # post; deepnorm up-weights the residual
+                x = norm(self.alpha * x + drop(sublayer(x), deterministic=deterministic))
             x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         return x
 
 
+def token_embedding(cfg: TransformerConfig) -> nn.Embed:
+    """The token table (vocab, embed); with tie_embeddings it is also the output layer."""
+    return nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                    embedding_init=nn.with_logical_partitioning(
+                        nn.initializers.normal(cfg.init_std), ("vocab", "embed")), name="token_embed")
+
+
+def output_logits(cfg: TransformerConfig, embed: nn.Embed, x):
+    """Final hidden states -> float32 logits, through the tied token table or an lm_head."""
+    if cfg.tie_embeddings:
+        logits = embed.attend(x)
+    else:
+        logits = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "lm_head")(x)
+    return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+
+class Stack(nn.Module):
+    """Embedded tokens -> hidden states: positions, the optional embedding norm, the blocks, the final norm.
+
+    A decoder-only model is one causal Stack; an encoder-decoder a bidirectional
+    encoder Stack and a causal decoder Stack whose blocks also attend to the encoder's
+    output (`context`). Learned positions and T5 biases belong to their stack.
+    """
+    cfg: TransformerConfig
+    n_layers: int
+    encoder: bool = False
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool, context=None, context_mask=None):
+        cfg = self.cfg
+        length = x.shape[1]
+        if length > cfg.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {cfg.max_len}")
+        if cfg.position == "learned":
+            table = self.param("position_embed", nn.with_logical_partitioning(
+                nn.initializers.normal(cfg.init_std), ("length", "embed")), (cfg.max_len, cfg.d_model))
+            x = x + table[None, :length].astype(x.dtype)
+        elif cfg.position == "sinusoidal":
+            x = x + sinusoidal_positions(length, cfg.d_model)[None].astype(x.dtype)
+        if cfg.embed_grad_shrink < 1.0:  # GLM-130B: the forward value is unchanged, the gradient shrunk
+            x = cfg.embed_grad_shrink * x + (1.0 - cfg.embed_grad_shrink) * jax.lax.stop_gradient(x)
+        if cfg.embed_norm:
+            x = Norm(cfg, name="embed_norm")(x)
+        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+        bias = None
+        if cfg.position == "alibi":
+            bias = alibi_bias(cfg.n_heads, length).astype(cfg.compute_dtype)
+        elif cfg.position == "t5_bias":
+            bidirectional = self.encoder or cfg.attention_mask == "prefix"
+            bias = RelativePositionBias(cfg, bidirectional, name="relative_position_bias")(length)
+            bias = bias.astype(cfg.compute_dtype)
+        alpha, beta = deepnorm_constants(cfg, self.encoder)
+        block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
+        for i in range(self.n_layers):
+            layer = block(cfg, depth=self.n_layers, moe=cfg.is_moe_layer(i), alpha=alpha, beta=beta,
+                          name=f"layer_{i}")
+            x = layer(x, mask, bias, deterministic, context, context_mask)
+        if cfg.norm_position in ("pre", "sandwich"):  # post-norm blocks already end in a norm
+            x = Norm(cfg, name="final_norm")(x)
+        return x
+
+
 class Transformer(nn.Module):
-    """batch["inputs"] (batch, length) int32 -> logits (batch, length, vocab) float32.
+    """The decoder-only model: batch["inputs"] (batch, length) int32 -> logits (batch, length, vocab) float32.
 
     batch["prefix_len"] (batch,) marks, for attention_mask='prefix', how many
     leading tokens of each row attend to each other bidirectionally.
@@ -224,33 +498,8 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, batch: dict, deterministic: bool = True):
         cfg = self.cfg
-        tokens, prefix_len = batch["inputs"], batch.get("prefix_len")
-        length = tokens.shape[1]
-        if length > cfg.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {cfg.max_len}")
-        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                         embedding_init=nn.with_logical_partitioning(
-                             nn.initializers.normal(cfg.init_std), ("vocab", "embed")), name="token_embed")
-        x = embed(tokens)
-        if cfg.position == "learned":
-            table = self.param("position_embed", nn.with_logical_partitioning(
-                nn.initializers.normal(cfg.init_std), ("length", "embed")), (cfg.max_len, cfg.d_model))
-            x = x + table[None, :length].astype(x.dtype)
-        elif cfg.position == "sinusoidal":
-            x = x + sinusoidal_positions(length, cfg.d_model)[None].astype(x.dtype)
-        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-
-        mask = attention_mask(cfg, length, prefix_len)
-        bias = alibi_bias(cfg.n_heads, length).astype(cfg.compute_dtype) if cfg.position == "alibi" else None
-        block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
-        for i in range(cfg.n_layers):
-            x = block(cfg, name=f"layer_{i}")(x, mask, bias, deterministic)
-        if cfg.norm_position == "pre":
-            x = Norm(cfg, name="final_norm")(x)
-
-        if cfg.tie_embeddings:
-            logits = embed.attend(x)
-        else:
-            logits = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "lm_head")(x)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        tokens = batch["inputs"]
+        embed = token_embedding(cfg)
+        mask = attention_mask(cfg, tokens.shape[1], batch.get("prefix_len"))
+        x = Stack(cfg, cfg.n_layers, name="decoder")(embed(tokens), mask, deterministic)
+        return output_logits(cfg, embed, x)

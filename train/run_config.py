@@ -25,11 +25,19 @@ def _first_difference(old: str, new: str) -> str:
     return "(differences in whitespace only)"
 
 
-def check_workdir_config(workdir: str, config: str, start_over: bool) -> None:
+def _recorded_config(workdir: str) -> str | None:
     path = os.path.join(workdir, "config.gin")
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = f.read()
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
+def check_workdir_config(workdir: str, config: str, start_over: bool) -> None:
+    """Raises WorkdirConfigMismatch unless the workdir is new, empty, holds this config, or may be
+    replaced (start_over). Writes nothing: see claim_workdir."""
+    previous = _recorded_config(workdir)
+    if previous is not None:
         if previous == config:
             return
         if not start_over:
@@ -40,7 +48,13 @@ def check_workdir_config(workdir: str, config: str, start_over: bool) -> None:
     elif os.path.isdir(workdir) and os.listdir(workdir) and not start_over:
         raise WorkdirConfigMismatch(f"{workdir} is not empty and holds no config.gin; use another --workdir, "
                                     f"or --start_over to move its contents aside")
-    if jax.process_index() != 0:
+
+
+def claim_workdir(workdir: str, config: str) -> None:
+    """After check_workdir_config passed and every other check too: moves a replaced run aside and
+    records the config."""
+    path = os.path.join(workdir, "config.gin")
+    if jax.process_index() != 0 or _recorded_config(workdir) == config:
         return
     if os.path.isdir(workdir) and os.listdir(workdir):
         aside = f"{workdir.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -23,6 +23,7 @@ import optax
 from data import loader
 from data.corpus import CorpusError
 from data.pipeline import PackedBatches, Prefetcher, eval_batches
+from data.span_corruption import span_counts
 from data.tokenizer import unigram_loss
 from model import accounting, build_model
 from model.transformer import TransformerConfig
@@ -30,7 +31,7 @@ from train import partitioning
 from train.checkpoints import Checkpointer
 from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
 from train.optimizer import lr_schedule, make_optimizer
-from train.run_config import check_workdir_config
+from train.run_config import check_workdir_config, claim_workdir
 
 
 @flax.struct.dataclass
@@ -167,8 +168,20 @@ class Setup:
     evals: list  # the held-out batches, built once
 
     @property
-    def objective(self) -> str:
-        return "prefix_lm" if self.model_cfg.attention_mask == "prefix" else "lm"
+    def objective(self) -> dict:
+        """The PackedBatches options of this model's training objective."""
+        return objective_options(self.model_cfg, self.data_cfg, self.data.tokenizer.vocab_size)
+
+
+def objective_options(model_cfg: TransformerConfig, data_cfg: loader.DataConfig, tokenizer_vocab: int) -> dict:
+    """Span corruption for an encoder-decoder, prefix LM for a prefix mask, else LM.
+
+    Span corruption's sentinels are the model's ids past the tokenizer's vocabulary (T5 keeps 100).
+    """
+    if model_cfg.architecture == "encoder_decoder":
+        return {"objective": "span_corruption", "sentinels": range(tokenizer_vocab, model_cfg.vocab_size),
+                "noise_density": data_cfg.noise_density, "mean_noise_span_length": data_cfg.mean_noise_span_length}
+    return {"objective": "prefix_lm" if model_cfg.attention_mask == "prefix" else "lm"}
 
 
 def configure(workdir: str, start_over: bool = False) -> Setup:
@@ -188,17 +201,25 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     if data_cfg.batch_size % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
         raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by the mesh's data axis "
                          f"{dict(mesh.shape)}")
-    check_workdir_config(workdir, gin.operative_config_str(), start_over)  # before anything is written
+    config = gin.operative_config_str()
+    check_workdir_config(workdir, config, start_over)  # early: before the corpus is built
     data = loader.load(data_cfg)
-    if data.tokenizer.vocab_size != model_cfg.vocab_size:
+    objective = objective_options(model_cfg, data_cfg, data.tokenizer.vocab_size)
+    if objective["objective"] == "span_corruption":
+        spans = span_counts(data_cfg.seq_len, data_cfg.noise_density, data_cfg.mean_noise_span_length)[1]
+        if model_cfg.vocab_size < data.tokenizer.vocab_size + spans:
+            raise ValueError(f"span corruption needs {spans} sentinel ids past the tokenizer's "
+                             f"{data.tokenizer.vocab_size}: set TransformerConfig.vocab_size to at least "
+                             f"{data.tokenizer.vocab_size + spans} (T5 adds 100)")
+    elif data.tokenizer.vocab_size != model_cfg.vocab_size:
         raise ValueError(f"TransformerConfig.vocab_size {model_cfg.vocab_size} differs from the tokenizer's "
                          f"{data.tokenizer.vocab_size} (DataConfig.vocab_size {data_cfg.vocab_size})")
-    objective = "prefix_lm" if model_cfg.attention_mask == "prefix" else "lm"
     try:
         evals = eval_batches(data.eval_docs, data.tokenizer, data_cfg.seq_len, data_cfg.batch_size,
-                             data_cfg.eval_batches, objective=objective, text_key=data_cfg.text_key)
+                             data_cfg.eval_batches, text_key=data_cfg.text_key, **objective)
     except ValueError as error:
         raise CorpusError(str(error)) from error
+    claim_workdir(workdir, config)  # only now, when every check has passed
     return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, data, evals)
 
 
@@ -222,8 +243,8 @@ def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dic
                           out_shardings=(state_shardings, None), donate_argnums=(0,))
         eval_fn = jax.jit(partial(eval_step, model=model))
         train_batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
-                                      data_cfg.batch_size, seed=data_cfg.seed, objective=setup.objective,
-                                      text_key=data_cfg.text_key)
+                                      data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
+                                      **setup.objective)
         checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.checkpoint_every,
                                     train_cfg.keep_checkpoints)
         start_step = checkpointer.latest_step()
@@ -240,11 +261,22 @@ def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dic
                            stop_after_steps)
 
 
+def training_flops_per_text_token(setup: Setup, counts: dict) -> dict:
+    """Training FLOPs per token of text read, in both accountings. An encoder-decoder's count is
+    per decoder token (its targets), scaled by decoder tokens per text token."""
+    example = setup.evals[0]
+    decoder_len = example["targets"].shape[1]
+    encoder_len = example["encoder_inputs"].shape[1] if "encoder_inputs" in example else None
+    per_decoder_token = accounting.training_flops_per_token(
+        setup.model_cfg, decoder_len, counts["params_active_nonembedding"], encoder_len)
+    return {name: value * decoder_len / setup.data_cfg.seq_len for name, value in per_decoder_token.items()}
+
+
 def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches, checkpointer, progress,
                 stop_after_steps) -> dict:
     data, data_cfg, train_cfg, mesh = setup.data, setup.data_cfg, setup.train_cfg, setup.mesh
-    counts = accounting.param_counts(state.params)
-    flops = accounting.training_flops_per_token(setup.model_cfg, data_cfg.seq_len, counts["params_nonembedding"])
+    counts = accounting.param_counts(state.params, setup.model_cfg)
+    flops = training_flops_per_text_token(setup, counts)
     peak, peak_source = peak_flops_per_device(setup.model_cfg.dtype)
     peak_total = peak * jax.device_count()
     tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
@@ -312,7 +344,8 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
         "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": prefetch.tokens_per_s,
         "peak_flops_per_device": peak, "peak_flops_source": peak_source, "devices": jax.device_count(),
         "unigram_eval_loss": unigram_loss(data.token_stats["token_counts"], setup.evals),
-        "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name, "objective": setup.objective,
+        "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name,
+        "objective": setup.objective["objective"],
     }
     if final_step == setup.total_steps and jax.process_index() == 0:
         with open(os.path.join(setup.workdir, "summary.json"), "w") as f:

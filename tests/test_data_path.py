@@ -1,0 +1,113 @@
+"""Sources, tokenizer and packing: lossless, exactly resumable, honest about bytes."""
+import numpy as np
+import pytest
+
+from data import sources
+from data.pipeline import DECODER_START_ID, PackedBatches, eval_batches
+from data.span_corruption import uncorrupt_spans
+from data.tokenizer import corpus_token_stats, train_tokenizer, unigram_loss
+
+SEQ_LEN = 48
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return [d for _, d in zip(range(60), sources.iter_documents("python_stdlib"))]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(docs, tmp_path_factory):
+    return train_tokenizer((d["text"] for d in docs), str(tmp_path_factory.mktemp("t") / "m.model"), 400)
+
+
+def test_sections_rebuild_the_file_and_respect_the_limit():
+    paths, _ = sources._stdlib_paths()
+    text = max((open(p, encoding="utf-8", errors="replace").read() for p in paths[:200]), key=len)
+    pieces = sources.sections(text, limit=4000)
+    assert len(pieces) > 1 and "".join(pieces) == text
+    assert all(len(p) <= 4000 or "\n" not in p.rstrip("\n") for p in pieces)
+
+
+def test_tokenizer_round_trips_code_and_counts_bytes_exactly(tokenizer, docs):
+    texts = [d["text"] for d in docs[:10]] + ["naïve café — 日本語\n\tindent\n"]
+    for text, ids in zip(texts, tokenizer.encode(texts)):
+        assert tokenizer.decode(ids) == text
+        assert tokenizer.piece_bytes[ids].sum() == len(text.encode())
+
+
+def test_rows_are_a_contiguous_stream_with_one_token_overlap(tokenizer, docs):
+    stream = PackedBatches(docs, tokenizer, SEQ_LEN, 4, shuffle=False)
+    batch = stream.next_batch()
+    assert (batch["inputs"][:, 1:] == batch["targets"][:, :-1]).all()
+    assert (batch["targets"][:-1, -1] == batch["inputs"][1:, 0]).all()
+    expected = np.array(tokenizer.encode([docs[0]["text"]])[0][:SEQ_LEN + 1])
+    np.testing.assert_array_equal(batch["inputs"][0], expected[:SEQ_LEN])
+
+
+def objective_options(objective: str, tokenizer) -> dict:
+    sentinels = range(tokenizer.vocab_size, tokenizer.vocab_size + 20) if objective == "span_corruption" else ()
+    return {"objective": objective, "sentinels": sentinels}
+
+
+@pytest.mark.parametrize("objective", ["lm", "prefix_lm", "span_corruption"])
+def test_restored_iterator_continues_exactly(tokenizer, docs, objective):
+    options = objective_options(objective, tokenizer)
+    stream = PackedBatches(docs, tokenizer, SEQ_LEN, 4, seed=3, **options)
+    for _ in range(7):
+        stream.next_batch()
+    state = stream.get_state()
+    expected = [stream.next_batch() for _ in range(5)]
+    restored = PackedBatches(docs, tokenizer, SEQ_LEN, 4, seed=3, **options)
+    restored.set_state(state)
+    for a, b in zip(expected, (restored.next_batch() for _ in range(5))):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_epochs_reshuffle_and_cover_every_document(tokenizer, docs):
+    few = docs[:5]
+    stream = PackedBatches(few, tokenizer, SEQ_LEN, 2, seed=0)
+    orders = [list(stream._permutation(e)) for e in range(3)]
+    assert all(sorted(o) == list(range(5)) for o in orders)
+    assert orders[0] != orders[1] or orders[1] != orders[2]
+
+
+def test_prefix_lm_weighs_only_targets_after_the_prefix(tokenizer, docs):
+    batch = PackedBatches(docs, tokenizer, SEQ_LEN, 8, objective="prefix_lm").next_batch()
+    for weights, prefix in zip(batch["weights"], batch["prefix_len"]):
+        assert 1 <= prefix < SEQ_LEN
+        assert weights[:prefix - 1].sum() == 0 and weights[prefix - 1:].all()
+
+
+def test_span_corruption_batches_reconstruct_the_stream(tokenizer, docs):
+    options = objective_options("span_corruption", tokenizer)
+    lm = PackedBatches(docs, tokenizer, SEQ_LEN, 4, shuffle=False).next_batch()
+    batch = PackedBatches(docs, tokenizer, SEQ_LEN, 4, shuffle=False, **options).next_batch()
+    assert (batch["inputs"][:, 0] == DECODER_START_ID).all()
+    assert (batch["inputs"][:, 1:] == batch["targets"][:, :-1]).all()  # the decoder is teacher-forced
+    for row, encoder_inputs, targets in zip(lm["inputs"], batch["encoder_inputs"], batch["targets"]):
+        np.testing.assert_array_equal(uncorrupt_spans(encoder_inputs, targets, options["sentinels"]), row)
+        noise = np.isin(targets, options["sentinels"], invert=True).sum()
+        assert noise == round(0.15 * SEQ_LEN)  # T5's default noise density
+    with pytest.raises(ValueError, match="sentinel"):
+        PackedBatches(docs, tokenizer, SEQ_LEN, 4, objective="span_corruption", sentinels=range(1000, 1001))
+
+
+def test_eval_batches_spread_over_the_split_and_count_bytes(tokenizer, docs):
+    batches = eval_batches(docs, tokenizer, SEQ_LEN, 4, max_batches=3, oversample=50)
+    assert len(batches) == 3
+    starts = [tuple(row[:8]) for b in batches for row in b["inputs"]]
+    assert len(set(starts)) == len(starts)  # distinct rows, not a repeated one
+    for b in batches:
+        assert b["bytes"] == tokenizer.piece_bytes[b["targets"]].sum()
+
+
+def test_unigram_loss_is_the_entropy_of_the_frequencies(tokenizer, docs):
+    stats = corpus_token_stats(tokenizer, (d["text"] for d in docs))
+    counts = np.asarray(stats["token_counts"], float)
+    assert counts.sum() == stats["train_tokens"] == sum(len(i) + 1 for i in tokenizer.encode([d["text"] for d in docs]))
+    batches = [PackedBatches(docs, tokenizer, SEQ_LEN, 16, shuffle=False).next_batch()]
+    p = (counts + 1) / (counts + 1).sum()
+    manual = -np.log(p[batches[0]["targets"]]).mean()
+    assert unigram_loss(stats["token_counts"], batches) == pytest.approx(manual)
+    assert unigram_loss(stats["token_counts"], batches) > 3.0  # a 400-piece vocabulary is far from trivial
