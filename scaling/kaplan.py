@@ -46,7 +46,8 @@ def _scale(law):
     if law is None:
         return None, None
     alpha = -law.exponent
-    return alpha, law.coefficient ** (1.0 / alpha)
+    with np.errstate(over="ignore", divide="ignore"):  # alpha near 0 (a flat bootstrap replicate): X_c = inf
+        return alpha, float(np.exp(np.log(law.coefficient) / alpha))
 
 
 @dataclass(kw_only=True)

@@ -8,14 +8,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scaling.kaplan import compute_frontier
+from scaling.powerlaw import PowerLaw, fit_power_law
 
 PF_DAY = 8.64e19  # FLOPs in a petaflop/s-day, Kaplan et al.'s unit of compute
 
 # Published compute-optimal allocations, N_opt = N_ref (C / C_ref)^a:
-# - Kaplan et al. 2020, section 6.1 and figure 14: N_opt = 1.3e9 C^0.73, C in
-#   PF-days (non-embedding parameters).
-# - Hoffmann et al. 2022: a = b = 0.50 (table 2, approach 1), anchored at
-#   Chinchilla itself: 70B parameters, 1.4T tokens, 5.76e23 FLOPs (section 4).
+# - Kaplan et al. 2020, section 6.1, figure 14 and table 6: N_opt = 1.3e9 C^0.73,
+#   C in PF-days (non-embedding parameters and compute); D_opt then grows as C^0.27.
+# - Hoffmann et al. 2022: a = b = 0.50 (table 2, approach 1; approach 2 gives
+#   a = 0.49, approach 3 a = 0.46), anchored at Chinchilla itself: 70B
+#   parameters, 1.4T tokens, 5.76e23 FLOPs (section 4).
 PUBLISHED = {
     "Kaplan et al. 2020": {"N_ref": 1.3e9, "C_ref": PF_DAY, "a": 0.73},
     "Hoffmann et al. 2022": {"N_ref": 70e9, "C_ref": 5.76e23, "a": 0.50},
@@ -41,19 +43,28 @@ def _loglog(ax, xlabel, ylabel):
     ax.set_ylabel(ylabel)
 
 
-def loss_vs_params(N, D, loss, fit=None, ax=None):
-    """Loss against N, one colour per token count D; with `fit`, its L(N) at each D."""
+def loss_vs_params(N, D, loss, fit=None, ax=None, groups=None, group_label="C"):
+    """Loss against N, one colour per token count D (or per value of `groups`).
+
+    groups: a label per run, e.g. an IsoFLOP sweep's budget, where every run has
+    its own D. With `fit`, its prediction along each colour's path: D fixed, or
+    for a group, D following the group's own power law in N (D ∝ 1/N when the
+    group has one size, as at a fixed budget).
+    """
     ax = _axes(ax)
     N, D, loss = (np.asarray(x, float) for x in (N, D, loss))
-    values = np.unique(D)
+    key, label = (D, "D") if groups is None else (np.asarray(groups, float), group_label)
+    values = np.unique(key)
     colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(values)))
     grid = np.geomspace(N.min(), N.max(), 100)
-    for d, colour in zip(values, colours):
-        m = D == d
+    for v, colour in zip(values, colours):
+        m = key == v
         order = np.argsort(N[m])
-        ax.plot(N[m][order], loss[m][order], "o-", color=colour, ms=4, label=f"D = {d:.3g}")
+        ax.plot(N[m][order], loss[m][order], "o-", color=colour, ms=4, label=f"{label} = {v:.3g}")
         if fit is not None:
-            ax.plot(grid, fit.predict(grid, np.full_like(grid, d)), "--", color=colour, lw=1)
+            path = PowerLaw(0.0, float(v)) if groups is None else \
+                fit_power_law(N[m], D[m]) or PowerLaw(-1.0, float(np.mean(N[m] * D[m])))
+            ax.plot(grid, fit.predict(grid, path(grid)), "--", color=colour, lw=1)
     _loglog(ax, "parameters N", "loss (nats/token)")
     if len(values) <= 12:
         ax.legend(fontsize="small")
@@ -82,7 +93,10 @@ def loss_vs_compute(C, loss, fit=None, ax=None):
 
 
 def isoflop_curves(iso, N, loss, budget, ax=None):
-    """Each budget's runs, its fitted parabola in log N, and its minimum."""
+    """Each budget's runs, its fitted parabola in log N, and its minimum.
+
+    iso: an IsoflopFit, or None to draw the runs alone (too few for Approach 2).
+    """
     ax = _axes(ax)
     N, loss, budget = (np.asarray(x, float) for x in (N, loss, budget))
     budgets = np.unique(budget)
@@ -90,11 +104,12 @@ def isoflop_curves(iso, N, loss, budget, ax=None):
     for c, colour in zip(budgets, colours):
         m = budget == c
         ax.scatter(N[m], loss[m], s=12, color=colour, label=f"C = {c:.2g}")
-        if float(c) in iso.parabolas:
+        if iso is not None and float(c) in iso.parabolas:
             x = np.linspace(np.log(N[m].min()), np.log(N[m].max()), 100)
             ax.plot(np.exp(x), np.polyval(iso.parabolas[float(c)], x), color=colour, lw=1)
-    _, n_opt, _, loss_opt = np.array(iso.minima).T
-    ax.plot(n_opt, loss_opt, "k*", ms=10, label="minima")
+    if iso is not None:
+        _, n_opt, _, loss_opt = np.array(iso.minima).T
+        ax.plot(n_opt, loss_opt, "k*", ms=10, label="minima")
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss (nats/token)")
@@ -112,11 +127,9 @@ def fit_with_band(fit, N, D, U=None, x=None, level=0.95, ax=None, label=None):
     args = [np.asarray(a, float) for a in ((N, D) if U is None else (N, D, U))]
     x = args[0] if x is None else np.asarray(x, float)
     line, = ax.plot(x, fit.predict(*args), label=label or f"{fit.law} fit")
-    if fit.replicate_fits:
-        curves = np.array([r.predict(*args) for r in fit.replicate_fits])
-        tail = 50.0 * (1.0 - level)
-        lo, hi = np.percentile(curves, [tail, 100.0 - tail], axis=0)
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25,
+    band = _band(fit, lambda r: r.predict(*args), level)
+    if band is not None:
+        ax.fill_between(x, *band, color=line.get_color(), alpha=0.25,
                         label=f"{level:.0%} bootstrap band")
     ax.set_xscale("log")
     ax.set_ylabel("loss (nats/token)")
@@ -124,21 +137,74 @@ def fit_with_band(fit, N, D, U=None, x=None, level=0.95, ax=None, label=None):
     return ax
 
 
-def allocation(fits, C, axes=None):
+def _band(fit, quantity, level):
+    """(lo, hi) percentile band of `quantity(replicate fit)` over a fit's bootstrap, or None.
+
+    Replicates that cannot give the quantity (a KM replicate whose joint law
+    failed, or whose exponents leave it undefined) are left out, as they are
+    from the intervals.
+    """
+    curves = []
+    for replicate in fit.replicate_fits:
+        try:
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                curve = np.asarray(quantity(replicate), float)
+        except ValueError:
+            continue
+        if np.all(np.isfinite(curve)):
+            curves.append(curve)
+    if len(curves) < 2:
+        return None
+    tail = 50.0 * (1.0 - level)
+    return np.percentile(np.array(curves), [tail, 100.0 - tail], axis=0)
+
+
+def optimal_loss_with_band(fits, C, loss=None, level=0.95, ax=None):
+    """Each fitted law's loss at its compute-optimal allocation against compute, with bands.
+
+    fits: {label: fit with predict and optimal_allocation} (Chinchilla, KM joint).
+    C, loss: the runs, drawn as points (optional loss); the curves span from
+    their smallest compute to 100x their largest. Bands need bootstrapped fits.
+    """
+    ax = _axes(ax)
+    C = np.asarray(C, float)
+    grid = np.geomspace(C.min(), C.max() * 100.0, 100)
+    if loss is not None:
+        ax.scatter(C, np.asarray(loss, float), s=10, color="0.5", label="runs", zorder=3)
+    for label, fit in fits.items():
+        fit_with_band(fit, *fit.optimal_allocation(grid), x=grid, level=level, ax=ax, label=label)
+    _loglog(ax, "compute C (FLOPs)", "loss (nats/token)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def allocation(fits, C, axes=None, level=0.95, points=None):
     """N_opt and D_opt against compute for each fit, beside the published allocations.
 
-    fits: {label: fit with optimal_allocation}. axes: a pair of Axes (N, D).
+    fits: {label: fit with optimal_allocation}; bootstrapped fits get a band at
+    `level`. axes: a pair of Axes (N, D). points: {label: (C, N_opt, D_opt)}
+    measured optima to mark, e.g. an IsoFLOP fit's per-budget minima.
     """
     if axes is None:
         axes = plt.subplots(1, 2, figsize=(10, 4))[1]
     ax_n, ax_d = axes
     C = np.asarray(C, float)
-    curves = {label: fit.optimal_allocation(C) for label, fit in fits.items()}
-    published = {f"{name} (published)": published_allocation(name, C) for name in PUBLISHED}
-    for label, (n_opt, d_opt) in {**curves, **published}.items():
-        style = ":" if label in published else "-"
-        ax_n.plot(C, n_opt, style, label=label)
-        ax_d.plot(C, d_opt, style, label=label)
+    for label, fit in fits.items():
+        n_opt, d_opt = fit.optimal_allocation(C)
+        line, = ax_n.plot(C, n_opt, "-", label=label)
+        ax_d.plot(C, d_opt, "-", color=line.get_color(), label=label)
+        band = _band(fit, lambda r: np.array(r.optimal_allocation(C)), level)
+        if band is not None:
+            (n_lo, d_lo), (n_hi, d_hi) = band
+            ax_n.fill_between(C, n_lo, n_hi, color=line.get_color(), alpha=0.15)
+            ax_d.fill_between(C, d_lo, d_hi, color=line.get_color(), alpha=0.15)
+    for name in PUBLISHED:
+        n_opt, d_opt = published_allocation(name, C)
+        line, = ax_n.plot(C, n_opt, ":", lw=2, label=f"{name} (published)")
+        ax_d.plot(C, d_opt, ":", lw=2, color=line.get_color(), label=f"{name} (published)")
+    for label, (c, n, d) in (points or {}).items():
+        line, = ax_n.plot(c, n, "o", ms=5, label=label)
+        ax_d.plot(c, d, "o", ms=5, color=line.get_color(), label=label)
     _loglog(ax_n, "compute C (FLOPs)", "N_opt (parameters)")
     _loglog(ax_d, "compute C (FLOPs)", "D_opt (tokens)")
     ax_n.legend(fontsize="small")

@@ -1,10 +1,14 @@
-"""Shared fixtures: a small real corpus built once per session, and a way to run train.main.
+"""Shared fixtures: a small real corpus built once per session, a way to run train.main,
+and the tiny IsoFLOP sweep run once per session (its checks in test_sweep.py; the
+notebooks are executed on its results in test_notebooks.py).
 
 Tests train through `python -m train.main` in a subprocess, the path users
 take, with XLA_FLAGS simulating as many CPU devices as a mesh needs.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -55,3 +59,68 @@ def metrics_rows(workdir) -> list[dict]:
 
 def train_losses(workdir) -> list[float]:
     return [row["loss"] for row in metrics_rows(workdir) if "loss" in row]
+
+
+# The tests' sweep: two tiny models at two compute budgets.
+SWEEP = "sweeps/tiny.gin"
+
+
+def sweep_args(workdir, bindings, *extra, gin_file=SWEEP) -> list[str]:
+    return [f"--gin_file={gin_file}", f"--workdir={workdir}", *[f"--gin_bindings={b}" for b in bindings], *extra]
+
+
+def run_sweep(*args) -> subprocess.CompletedProcess:
+    """train.sweep's main in this process (its runs are train.main subprocesses, as always)."""
+    import gin
+    from train import sweep
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = sweep.main(list(args))
+        except SystemExit as exit:  # command-line errors leave through argparse
+            code = exit.code
+    gin.clear_config()
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
+
+
+def rows(workdir) -> list[dict]:
+    with open(Path(workdir) / "results.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def metrics_lines(run_dir) -> list[str]:
+    with open(Path(run_dir) / "metrics.jsonl") as f:
+        return f.readlines()
+
+
+@pytest.fixture(scope="session")
+def plan(tiny_corpus):
+    import gin
+    from train import sweep_plan
+    plan = sweep_plan.plan_sweep([SWEEP], tiny_corpus)
+    gin.clear_config()
+    return plan
+
+
+@pytest.fixture(scope="session")
+def swept(tiny_corpus, plan, tmp_path_factory):
+    """The sweep's workdir after three passes: with one run interrupted and one broken beforehand,
+    again once the broken run is mended, and once more with nothing left to do. After the second
+    pass it is an ordinary finished sweep: every run's directory and one results row per run."""
+    from train import sweep
+    workdir = tmp_path_factory.mktemp("sweep")
+    interrupted, broken = plan.runs[1], plan.runs[2]
+    command = sweep.train_command(plan, interrupted, str(workdir), sys.executable)
+    subprocess.run([*command, "--stop_after_steps=2"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                   check=True, capture_output=True)
+    before_resume = metrics_lines(workdir / interrupted.name)
+    (workdir / broken.name).mkdir()
+    (workdir / broken.name / "stray.txt").write_text("train.main refuses a workdir that holds files but no config.gin")
+    first = run_sweep(*sweep_args(workdir, tiny_corpus, "--workers=2"))
+    rows_after_first = rows(workdir)
+    (workdir / broken.name / "stray.txt").unlink()
+    second = run_sweep(*sweep_args(workdir, tiny_corpus))
+    summaries = {run.name: os.stat(workdir / run.name / "summary.json").st_mtime_ns for run in plan.runs}
+    third = run_sweep(*sweep_args(workdir, tiny_corpus))
+    return dict(workdir=workdir, interrupted=interrupted, broken=broken, before_resume=before_resume,
+                first=first, rows_after_first=rows_after_first, second=second, third=third, summaries=summaries)

@@ -1,0 +1,167 @@
+"""The sweep runner: the tiny IsoFLOP sweep end to end, its bookkeeping, resuming, bad input, SLURM output.
+
+The sweep runs in this process (its runs are train.main subprocesses, as always);
+one run is interrupted beforehand and one made to fail, so that a single pass
+checks resuming, failure reporting and that the others go on.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import gin
+import pytest
+
+# The sweep itself runs once per session, in the `swept` fixture of conftest.py.
+from tests.conftest import REPO, SWEEP, metrics_lines, rows, run_sweep, sweep_args
+from train import main as train_main
+from train import sweep_plan
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(swept, plan):
+    first, broken = swept["first"], swept["broken"]
+    assert first.returncode == 1, first.stderr
+    assert f"{broken.name} (exit status 2; log: {swept['workdir'] / broken.name}.log.txt)" in first.stderr
+    assert sorted(row["run"] for row in swept["rows_after_first"]) == sorted(
+        run.name for run in plan.runs if run is not broken)
+
+
+def test_every_run_has_one_row_with_its_config_and_summary(swept, plan):
+    assert swept["second"].returncode == 0, swept["second"].stderr
+    by_run = {row["run"]: row for row in rows(swept["workdir"])}
+    assert len(by_run) == len(rows(swept["workdir"])) == len(plan.runs)
+    for run in plan.runs:
+        row, run_dir = by_run[run.name], swept["workdir"] / run.name
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert {key: row[key] for key in summary} == summary
+        assert row["config"] == json.loads(json.dumps(run.config))
+        assert row["config"]["TransformerConfig.d_model"] in (16, 32)  # the model file's bindings, spelled out
+        assert row["budget"] == run.budget
+        assert row["unique_tokens"] == summary["corpus_train_tokens"]
+        assert (run_dir / "log.txt").exists()
+
+
+def test_rerunning_trains_and_records_nothing_again(swept, plan):
+    third, workdir = swept["third"], swept["workdir"]
+    assert third.returncode == 0, third.stderr
+    assert f"{len(plan.runs)} runs: {len(plan.runs)} finished, 0 to train" in third.stdout
+    assert len(rows(workdir)) == len(plan.runs)
+    assert swept["summaries"] == {run.name: os.stat(workdir / run.name / "summary.json").st_mtime_ns
+                                  for run in plan.runs}
+    kept = {row["run"]: row["wall_s"] for row in swept["rows_after_first"]}
+    assert {row["run"]: row["wall_s"] for row in rows(workdir) if row["run"] in kept} == kept
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(swept):
+    run_dir = swept["workdir"] / swept["interrupted"].name
+    after = metrics_lines(run_dir)
+    # The rows up to the checkpoint, timings included, are the interrupted run's own: nothing was redone.
+    assert after[:len(swept["before_resume"])] == swept["before_resume"]
+    steps = json.loads((run_dir / "summary.json").read_text())["steps"]
+    assert [json.loads(line)["step"] for line in after if "loss" in json.loads(line)] == list(range(1, steps + 1))
+
+
+def test_isoflop_runs_train_for_c_over_6n_tokens(swept):
+    tokens_per_step = 8 * 32  # the tiny sweep's batch_size x seq_len
+    for row in rows(swept["workdir"]):
+        exact = row["budget"] / (6 * row["params_total"])  # the tiny sweep counts all parameters
+        assert 0 <= row["tokens"] - exact < tokens_per_step, row["run"]
+        assert row["config"]["TrainConfig.train_tokens"] == round(exact)
+
+
+def test_kaplan_accounting_counts_non_embedding_parameters(tiny_corpus):
+    plan = sweep_plan.plan_sweep([SWEEP], [*tiny_corpus, "Sweep.accounting = 'kaplan'"])
+    gin.clear_config()
+    for run in plan.runs:
+        settings = sweep_plan.run_settings(plan.base, [*plan.bindings, *run.bindings])
+        counts = sweep_plan.count_params(settings.model)
+        assert run.params == counts["params_nonembedding"] < counts["params_total"]
+        assert 0 <= run.tokens - run.budget / (6 * run.params) < settings.tokens_per_step
+    gin.clear_config()
+
+
+def test_rules_set_per_size_hyperparameters(plan):
+    for run in plan.runs:
+        assert run.config["lr_schedule.peak_lr"] == pytest.approx(1e-2 * (run.params / 1e4) ** -0.5, rel=1e-2)
+        assert run.config["lr_schedule.warmup_steps"] == {"d16": 1, "d32": 2}[run.model]
+
+
+def test_dry_run_lists_runs_and_trains_nothing(tiny_corpus, plan, tmp_path):
+    workdir = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "train.sweep", *sweep_args(workdir, tiny_corpus, "--dry_run")],
+                            cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    for run in plan.runs:
+        line = next(line for line in result.stdout.splitlines() if line.startswith(run.name + " "))
+        assert f"N {run.params:,}" in " ".join(line.split()) and f"D {run.tokens:,}" in " ".join(line.split())
+        assert "lr_schedule.peak_lr" in line
+    assert not workdir.exists()
+
+
+def test_slurm_writes_one_ordinary_train_main_command_per_run(tiny_corpus, plan, tmp_path):
+    result = run_sweep(*sweep_args(tmp_path, tiny_corpus, "--slurm"))
+    assert result.returncode == 0, result.stderr
+    script = (tmp_path / "sweep.sbatch").read_text()
+    assert f"#SBATCH --array=0-{len(plan.runs) - 1}" in script
+    commands = (tmp_path / "commands.txt").read_text().splitlines()
+    assert len(commands) == len(plan.runs)
+    for run, command in zip(plan.runs, commands):
+        assert command in script
+        words = shlex.split(command)
+        assert words[:3] == ["python", "-m", "train.main"]
+        args = train_main.parse_args(words[3:])
+        assert args.workdir == str(tmp_path / run.name)
+        assert args.gin_bindings[-len(run.bindings):] == run.bindings
+    assert not any((tmp_path / run.name).exists() for run in plan.runs)  # nothing trained
+
+
+@pytest.mark.parametrize("gin_file, args, words", [
+    ("sweeps/no_such_sweep.gin", [], ["no_such_sweep.gin"]),
+    (SWEEP, ["--gin_bindings=TransformerConfig.no_such_option = 3"], ["no_such_option"]),
+    (SWEEP, ["--gin_bindings=Sweep.no_such_field = 3"], ["no_such_field"]),
+    (SWEEP, ["--gin_bindings=TransformerConfig.activation = 'tanh'"], ["activation", "tanh"]),
+    (SWEEP, ["--gin_bindings=Sweep.models = ('d16', 'no_such_size')"], ["no_such_size"]),
+    (SWEEP, ["--gin_bindings=Sweep.accounting = 'bytes'"], ["accounting", "bytes"]),
+    (SWEEP, ["--gin_bindings=Sweep.flops = ()"], ["no runs"]),
+    (SWEEP, ["--gin_bindings=Sweep.grid = {'TrainConfig.seed': []}"], ["no runs"]),
+    (SWEEP, ["--gin_bindings=Sweep.tokens_per_param = (1e9, 1e10)"], ["tokens_per_param"]),
+    (SWEEP, ["--workers=0"], ["--workers"]),
+])
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tiny_corpus, tmp_path, gin_file, args, words):
+    earlier = json.dumps({"run": "an_earlier_run", "config": {}}) + "\n"
+    (tmp_path / "results.jsonl").write_text(earlier)
+    result = run_sweep(*sweep_args(tmp_path, tiny_corpus, *args, gin_file=gin_file))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert os.listdir(tmp_path) == ["results.jsonl"] and (tmp_path / "results.jsonl").read_text() == earlier
+
+
+def test_a_recorded_run_with_another_config_is_refused(tiny_corpus, plan, tmp_path):
+    stale = json.dumps({"run": plan.runs[0].name, "config": {"lr_schedule.peak_lr": 1.0}}) + "\n"
+    (tmp_path / "results.jsonl").write_text(stale)
+    result = run_sweep(*sweep_args(tmp_path, tiny_corpus))
+    assert result.returncode == 2 and "another config" in result.stderr, result.stderr
+    assert (tmp_path / "results.jsonl").read_text() == stale
+
+
+def shipped_sweeps() -> list:
+    """Every sweep in configs/sweeps; planning the GPU-sized ones traces models of up to 16 layers: slow."""
+    names = sorted(p.name for p in (REPO / "configs" / "sweeps").glob("*.gin") if not p.name.endswith("_runs.gin"))
+    return [name if name == "tiny.gin" or "_cpu" in name else pytest.param(name, marks=pytest.mark.slow)
+            for name in names]
+
+
+@pytest.mark.parametrize("name", shipped_sweeps())
+def test_shipped_sweeps_plan(name):
+    """Every shipped sweep expands to valid runs; IsoFLOP runs get D = C / (6 N) to within a step."""
+    plan = sweep_plan.plan_sweep([f"sweeps/{name}"], [])
+    gin.clear_config()
+    assert len({run.name for run in plan.runs}) == len(plan.runs) >= 2
+    for run in (run for run in plan.runs if run.budget is not None):
+        step = sweep_plan.run_settings(plan.base, [*plan.bindings, *run.bindings]).tokens_per_step
+        assert 0 <= run.tokens - run.budget / (6 * run.params) < step, run.name
+    gin.clear_config()

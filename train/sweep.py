@@ -1,0 +1,234 @@
+"""Runs a sweep: python -m train.sweep --gin_file=S [--gin_bindings=B] --workdir=DIR [--workers=K] [--dry_run] [--slurm]
+
+Every run is an ordinary `python -m train.main` in DIR/<run name>, its output
+captured to DIR/<run name>/log.txt; each finished run adds one row to
+DIR/results.jsonl (train/sweep_results.py). Rerunning the same command skips
+recorded runs, records runs that finished without a row (e.g. on a cluster)
+and resumes interrupted ones: train.main restarts them from their checkpoints.
+--slurm writes DIR/commands.txt and the array job DIR/sweep.sbatch instead of
+training; rerun without it once the jobs have ended to record their results.
+Either way the corpora and tokenizers the runs need are built here first, once,
+so that runs started together do not race to build them. The sweep's gin
+format is in train/sweep_plan.py.
+
+Command-line bindings of Sweep, PowerLaw or SizeTable change the sweep; the
+others go to every run, after the sweep's shared bindings and before what the
+sweep varies. Bad input gives one line on stderr and exit status 2, with
+nothing written; a failed run is reported with its log, the others go on, and
+the sweep exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+from train import sweep_plan
+from train.main import fail
+from train.sweep_results import Results, read_summary, status
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # bad input is one line on stderr, exit status 2, as everywhere
+        sys.exit(fail(message))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _ArgumentParser(prog="python -m train.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--gin_file", action="append", required=True, help="the sweep's gin file; repeatable")
+    parser.add_argument("--gin_bindings", action="append", default=[], help="a gin binding 'a.b = v'; repeatable")
+    parser.add_argument("--workdir", required=True, help="one sub-directory per run, and results.jsonl")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--dry_run", action="store_true", help="list the runs; train nothing")
+    parser.add_argument("--slurm", action="store_true", help="write commands.txt and sweep.sbatch; train nothing")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    return args
+
+
+def describe(plan, workdir: str, results: Results) -> None:
+    total = sum(run.flops for run in plan.runs)
+    print(f"{len(plan.runs)} runs from {' '.join(plan.base)} and {len(plan.bindings)} shared bindings, "
+          f"{total:.3g} training FLOPs in all (Chinchilla accounting)")
+    width = max(len(run.name) for run in plan.runs)
+    for run in plan.runs:
+        print(f"{run.name:<{width}}  {status(run, workdir, results):<8}  N {run.params:>12,}  "
+              f"D {run.tokens:>15,}  {'; '.join(run.bindings)}")
+
+
+def _shell_word(text: str) -> str:
+    if re.fullmatch(r"[\w@%+=:,./-]+", text):
+        return text
+    return f'"{text}"' if not re.search(r'["$`\\!]', text) else shlex.quote(text)
+
+
+def shell_line(args: list[str]) -> str:
+    """A command line quoted as people write one: --gin_bindings="DataConfig.tfds_name = 'lm1b'"."""
+    words = []
+    for arg in args:
+        option, equals, value = arg.partition("=")
+        words.append(f"{option}={_shell_word(value)}" if arg.startswith("--") and equals else _shell_word(arg))
+    return " ".join(words)
+
+
+def train_command(plan, run, workdir: str, python: str) -> list[str]:
+    """The run's ordinary train.main command line."""
+    return [python, "-m", "train.main", *[f"--gin_file={f}" for f in plan.base],
+            *[f"--gin_bindings={b}" for b in (*plan.bindings, *run.bindings)],
+            f"--workdir={os.path.join(workdir, run.name)}", "--no_progress"]
+
+
+def prepare_data(plan, runs: list) -> None:
+    """Builds (or opens) every corpus and tokenizer the runs use."""
+    from data import loader
+    prepared = set()
+    for run in runs:
+        data_cfg = sweep_plan.run_settings(plan.base, [*plan.bindings, *run.bindings]).data
+        if data_cfg not in prepared:
+            loader.load(data_cfg)
+            prepared.add(data_cfg)
+
+
+def train_run(command: list[str], run_dir: str) -> tuple[int, str]:
+    """Runs one train.main to its end; returns its exit status and the path of its log.
+
+    train.main refuses to start in a directory that holds files but no config.gin, so a new
+    run's log stays beside its directory until train.main has written config.gin, then moves
+    in (the open file follows the rename).
+    """
+    log_path, beside = os.path.join(run_dir, "log.txt"), f"{run_dir}.log.txt"
+
+    def started() -> bool:
+        return os.path.exists(os.path.join(run_dir, "config.gin"))
+
+    path = log_path if started() else beside
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    with open(path, "a") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                code = process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                code = None
+            if path == beside and started():
+                os.rename(beside, log_path)
+                path = log_path
+            if code is not None:
+                return code, path
+
+
+def train_locally(plan, runs: list, workdir: str, workers: int, results: Results) -> list[str]:
+    """Trains the runs, `workers` at a time, recording each as it finishes; returns the failures.
+
+    The progress bar counts training FLOPs, so that its ETA allows for runs of very different sizes.
+    """
+    from tqdm import tqdm
+    total = sum(run.flops for run in plan.runs)
+    bar = tqdm(total=total, initial=total - sum(run.flops for run in runs), dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]")
+    failures = []
+
+    def show_counts():
+        failed = f", {len(failures)} failed" if failures else ""
+        done = sum(run.name in results.rows for run in plan.runs)
+        bar.set_description_str(f"{done}/{len(plan.runs)} runs done{failed}")
+
+    show_counts()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(train_run, train_command(plan, run, workdir, sys.executable),
+                               os.path.join(workdir, run.name)): run for run in runs}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                run, (code, log) = futures[future], future.result()
+                summary = read_summary(os.path.join(workdir, run.name))
+                if code == 0 and summary is not None:
+                    results.record(run, summary)
+                else:
+                    failures.append(f"{run.name} (exit status {code}; log: {log})")
+                    tqdm.write(f"run {failures[-1]}", file=sys.stderr)
+                bar.update(run.flops)
+                show_counts()
+        except KeyboardInterrupt:  # the runs under way got the same Ctrl-C; start no others
+            pool.shutdown(cancel_futures=True)
+            raise
+    bar.close()
+    return failures
+
+
+def write_slurm(plan, runs: list, workdir: str, job_name: str, collect_command: str) -> None:
+    """DIR/commands.txt (one train.main per line) and DIR/sweep.sbatch, an array job running them."""
+    commands = [shell_line(train_command(plan, run, workdir, "python")) for run in runs]
+    with open(os.path.join(workdir, "commands.txt"), "w") as f:
+        f.write("".join(f"{command}\n" for command in commands))
+    output = os.path.join(os.path.abspath(workdir), "slurm", "%A_%a.txt")
+    os.makedirs(os.path.dirname(output), exist_ok=True)  # SLURM does not create it
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --array=0-{len(runs) - 1}",
+             f"#SBATCH --output={output}", *[f"#SBATCH {directive}" for directive in plan.slurm_directives],
+             "# One run per array task. Resubmitting resumes unfinished runs from their checkpoints.",
+             "# Once all have ended, record their rows in results.jsonl with:",
+             f"#   {collect_command}",
+             f"cd {shlex.quote(os.getcwd())}",
+             f"export PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}}",
+             'case "$SLURM_ARRAY_TASK_ID" in',
+             *[f"  {i}) {command} ;;" for i, command in enumerate(commands)],
+             "esac"]
+    with open(os.path.join(workdir, "sweep.sbatch"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {len(runs)} commands to {workdir}/commands.txt and the array job {workdir}/sweep.sbatch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds narrates opening a corpus at INFO/WARNING
+    from data.corpus import CorpusError
+    try:
+        plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings)
+        results = Results(args.workdir)
+        results.check(plan.runs)
+        to_train = [run for run in plan.runs if status(run, args.workdir, results) in ("new", "started")]
+        if not args.dry_run:
+            prepare_data(plan, to_train)
+    except FileNotFoundError as error:
+        return fail(str(error))
+    except CorpusError as error:
+        return fail(f"corpus: {error}")
+    except (ValueError, TypeError, SyntaxError, IOError) as error:
+        return fail(f"bad sweep: {error}")
+    if args.dry_run:
+        describe(plan, args.workdir, results)
+        return 0
+    os.makedirs(args.workdir, exist_ok=True)
+    for run in plan.runs:
+        if status(run, args.workdir, results) == "finished":
+            results.record(run, read_summary(os.path.join(args.workdir, run.name)))
+    print(f"{len(plan.runs)} runs: {len(plan.runs) - len(to_train)} finished, {len(to_train)} to train")
+    if args.slurm:
+        if to_train:
+            job_name = os.path.splitext(os.path.basename(args.gin_file[0]))[0]
+            collect = shell_line(["python", "-m", "train.sweep", *[a for a in argv if a != "--slurm"]])
+            write_slurm(plan, to_train, args.workdir, job_name, collect)
+        return 0
+    if not to_train:
+        return 0
+    try:
+        failures = train_locally(plan, to_train, args.workdir, args.workers, results)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    if failures:
+        print(f"{len(failures)} of {len(plan.runs)} runs failed: {'; '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
