@@ -141,3 +141,5 @@ def test_expert_and_model_parallel_meshes_match_one_device(tiny_corpus, one_devi
     rows = [row for row in metrics_rows(tmp_path / "run") if "loss" in row]
     assert all(row["decoder/layer_0/moe/dropped_fraction"] == 0.0 for row in rows)
     assert all(row["decoder/layer_0/moe/load_balance_loss"] > 0 for row in rows)
+    loads = np.array([[row[f"decoder/layer_0/moe/expert_load/{e}"] for e in range(4)] for row in rows])
+    np.testing.assert_allclose(loads.sum(1), 1.0, rtol=1e-5)  # the fraction of routing choices per expert

@@ -80,7 +80,8 @@ def loss_sums(params, batch, rng, model: nn.Module, z_loss: float, train: bool):
     nll, log_z = _token_losses(logits, batch)
     w = batch["weights"]
     nll_sum = (nll * w).sum()
-    sown = {"/".join(str(getattr(k, "key", k)) for k in path): jnp.mean(jnp.stack(value))
+    # A module sows once per call: average over calls, keep vectors such as expert load whole.
+    sown = {"/".join(str(getattr(k, "key", k)) for k in path): jnp.mean(jnp.stack(value), axis=0)
             for path, value in jax.tree_util.tree_flatten_with_path(
                 variables.get("intermediates", {}), is_leaf=lambda x: isinstance(x, tuple))[0]}
     aux_loss = sum((v for k, v in sown.items() if k.endswith("_loss")), jnp.float32(0.0))
