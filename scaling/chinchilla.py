@@ -54,6 +54,9 @@ class ChinchillaFit(FitResult):
 
     @property
     def G(self):
+        """nan unless both exponents are positive: otherwise the loss has no minimum along C = 6 N D."""
+        if not (self.alpha > 0 and self.beta > 0):
+            return float("nan")
         return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
 
     def predict(self, N, D):

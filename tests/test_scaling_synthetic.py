@@ -11,6 +11,7 @@ import pytest
 
 from scaling import (fit_chinchilla, fit_data_constrained, fit_envelope, fit_isoflop,
                      fit_kaplan)
+from scaling.chinchilla import ChinchillaFit
 
 # Epoch's estimates for Hoffmann et al.'s runs: a realistic Chinchilla law.
 CHIN = dict(E=1.82, A=482.0, B=2085.0, alpha=0.348, beta=0.366)
@@ -164,3 +165,13 @@ def test_data_constrained_bootstrap_intervals_cover_the_truth_about_as_stated():
         for k, v in DC.items():
             covered[k] += fit.intervals[k][0] <= v <= fit.intervals[k][1]
     assert min(covered.values()) >= 9, covered
+
+
+def test_no_allocation_without_positive_exponents():
+    # A fit whose loss keeps falling with N at fixed compute has no optimum: nan, not a complex number.
+    fit = ChinchillaFit(n_points=10, E=2.0, A=1.0, B=400.0, alpha=-0.03, beta=0.3)
+    n_opt, d_opt = fit.optimal_allocation(np.array([1e12, 1e15]))
+    assert np.isnan(n_opt).all() and np.isnan(d_opt).all()
+    good = ChinchillaFit(n_points=10, E=2.0, A=400.0, B=400.0, alpha=0.3, beta=0.3)
+    n_opt, d_opt = good.optimal_allocation(np.array([6e12]))
+    np.testing.assert_allclose(n_opt * d_opt, 1e12)
