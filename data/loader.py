@@ -7,9 +7,13 @@ text data set works with one binding, e.g. `DataConfig.tfds_name = 'lm1b'`
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
+from typing import Optional
+
 import gin
+import numpy as np
 import tensorflow_datasets as tfds
 
 from data import corpus as corpus_lib
@@ -29,6 +33,10 @@ class DataConfig:
     batch_size: int = 32  # global, across all devices and hosts
     seed: int = 0
     eval_batches: int = 16
+    # Sampling weights per source, e.g. {'gcide': 0.2, 'python_stdlib': 0.5, ...}: each epoch draws as
+    # many documents as the split holds in these proportions (data/order.py). {}: the split as it is.
+    mixture: dict = dataclasses.field(default_factory=dict)
+    max_docs_per_source: int = 0  # with a mixture: at most this many documents of a source per pass; 0 all
     # The span_corruption objective (encoder-decoder models): T5's defaults.
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
@@ -37,6 +45,10 @@ class DataConfig:
         for name in ("vocab_size", "seq_len", "batch_size", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in dict(self.mixture).values()):
+            raise ValueError(f"DataConfig.mixture weights must be non-negative numbers, got {self.mixture}")
+        # Stored as sorted pairs so that the config stays hashable and compares by value.
+        object.__setattr__(self, "mixture", tuple(sorted(dict(self.mixture).items())))
         if not 0 < self.noise_density < 1 or self.mean_noise_span_length < 1:
             raise ValueError(f"DataConfig.noise_density must be in (0, 1) and mean_noise_span_length at least 1, "
                              f"got {self.noise_density} and {self.mean_noise_span_length}")
@@ -50,6 +62,8 @@ class Data:
     token_stats: dict  # train_tokens, token_counts
     name: str
     source_stats: dict
+    doc_sources: Optional[np.ndarray]  # each train document's index into source_names; None: unknown
+    source_names: list
 
 
 def _texts(docs, key: str):
@@ -78,6 +92,26 @@ def load(cfg: DataConfig) -> Data:
     token_stats = tokenizer_lib.corpus_token_stats(
         tokenizer, _texts(train_docs, cfg.text_key),
         cache_path=os.path.join(builder.data_dir, f"token_stats_{cfg.vocab_size}_{cfg.train_split}.json"))
+    doc_sources, source_names = _doc_sources(train_docs, os.path.join(builder.data_dir,
+                                                                      f"doc_sources_{cfg.train_split}.json"))
     return Data(train_docs, eval_docs, tokenizer, token_stats, f"{builder.name}/{builder.builder_config.name}"
-                if builder.builder_config else builder.name, stats)
+                if builder.builder_config else builder.name, stats, doc_sources, source_names)
+
+
+def _doc_sources(docs, cache_path: str) -> tuple[Optional[np.ndarray], list]:
+    """Which source each document came from (read once, then cached); (None, []) for data sets
+    whose documents do not say."""
+    if os.path.exists(cache_path):
+        with open(cache_path) as f:
+            cached = json.load(f)
+        return np.asarray(cached["doc_sources"], np.int64), cached["source_names"]
+    if "source" not in docs[0]:
+        return None, []
+    names = [doc["source"].decode() if isinstance(doc["source"], bytes) else doc["source"] for doc in docs]
+    source_names = sorted(set(names))
+    index = {name: i for i, name in enumerate(source_names)}
+    doc_sources = [index[name] for name in names]
+    with open(cache_path, "w") as f:
+        json.dump({"source_names": source_names, "doc_sources": doc_sources}, f)
+    return np.asarray(doc_sources, np.int64), source_names
 

@@ -21,11 +21,12 @@ import os
 import queue
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from data import span_corruption
+from data.order import DocumentOrder
 
 OBJECTIVES = ("lm", "prefix_lm", "span_corruption")
 DECODER_START_ID = 0  # T5 starts the decoder with the padding id
@@ -46,9 +47,10 @@ class PackedBatches:
     def __init__(self, docs: Sequence, tokenizer, seq_len: int, batch_size: int, seed: int = 0,
                  objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
                  encode_chunk: int = 64, sentinels: Sequence = (), noise_density: float = 0.15,
-                 mean_noise_span_length: float = 3.0):
+                 mean_noise_span_length: float = 3.0, order: Optional[Callable[[int], np.ndarray]] = None):
         """sentinels, noise_density, mean_noise_span_length: for span_corruption; the sentinels are
-        ids the tokenizer never produces, one per noise span."""
+        ids the tokenizer never produces, one per noise span. order: epoch -> document indices
+        (data/order.py; default a seeded permutation per epoch, or the stored order without shuffle)."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
         if objective == "span_corruption":
@@ -62,7 +64,11 @@ class PackedBatches:
             raise ValueError("the document source is empty")
         self.docs, self.tokenizer = docs, tokenizer
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.objective, self.shuffle, self.repeat, self.text_key = objective, shuffle, repeat, text_key
+        self.objective, self.repeat, self.text_key = objective, repeat, text_key
+        if order is None:
+            order = (DocumentOrder(np.zeros(len(docs), np.int64), ["all"], seed) if shuffle
+                     else lambda epoch: np.arange(len(docs)))
+        self.order = order
         self.encode_chunk = encode_chunk
         self.threads = max(1, (os.cpu_count() or 1) // 2)
         self.set_state({"epoch": 0, "index": 0, "offset": 0})
@@ -84,10 +90,7 @@ class PackedBatches:
     # --- reading -----------------------------------------------------------
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._order_epoch != epoch:
-            n = len(self.docs)
-            self._order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                           else np.arange(n))
-            self._order_epoch = epoch
+            self._order, self._order_epoch = self.order(epoch), epoch
         return self._order
 
     def _read_chunk(self) -> None:

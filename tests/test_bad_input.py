@@ -42,6 +42,8 @@ def assert_one_line_error(result, *words):
     ("make_optimizer.name = 'sgd'", ["sgd"]),
     ("make_mesh.mesh_shape = (3, 1)", ["mesh_shape"]),
     ("TrainConfig.train_steps = 0", ["train_steps"]),
+    ("DataConfig.mixture = {'no_such_source': 1.0}", ["mixture", "no_such_source"]),
+    ("TransformerConfig.architecture = 'encoder_decoder'", ["sentinel"]),
 ])
 def test_bad_binding(main_in_process, tiny_corpus, tmp_path, binding, words):
     result = main_in_process(tmp_path / "run", tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 2", binding])

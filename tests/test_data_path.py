@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from data import sources
+from data.order import DocumentOrder
 from data.pipeline import DECODER_START_ID, PackedBatches, eval_batches
 from data.span_corruption import uncorrupt_spans
 from data.tokenizer import corpus_token_stats, train_tokenizer, unigram_loss
@@ -111,3 +112,24 @@ def test_unigram_loss_is_the_entropy_of_the_frequencies(tokenizer, docs):
     manual = -np.log(p[batches[0]["targets"]]).mean()
     assert unigram_loss(stats["token_counts"], batches) == pytest.approx(manual)
     assert unigram_loss(stats["token_counts"], batches) > 3.0  # a 400-piece vocabulary is far from trivial
+
+
+def test_mixture_order_follows_the_weights_and_counts_epochs_per_source():
+    doc_sources = np.repeat([0, 1], [100, 300])  # a small source and a large one
+    order = DocumentOrder(doc_sources, ["small", "large"], seed=0, weights={"small": 1.0, "large": 1.0})
+    epoch = order(0)
+    assert len(epoch) == 400 and np.array_equal(epoch, order(0))
+    drawn_small = np.isin(epoch, np.arange(100)).sum()
+    assert 170 <= drawn_small <= 230  # half the draws, so the small source is read about twice
+    assert not np.array_equal(order(1), epoch)
+    epochs = order.source_epochs(1, 0)
+    assert epochs["small"] == pytest.approx(drawn_small / 100) and epochs["large"] == pytest.approx((400 - drawn_small) / 300)
+    uniform = DocumentOrder(doc_sources, ["small", "large"], seed=0)
+    assert sorted(uniform(0)) == list(range(400))
+    assert uniform.source_epochs(2, 200) == pytest.approx({"small": 2 + np.isin(uniform(2)[:200], np.arange(100)).sum() / 100,
+                                                          "large": 2 + np.isin(uniform(2)[:200], np.arange(100, 400)).sum() / 300})
+    capped = DocumentOrder(doc_sources, ["small", "large"], seed=0, weights={"small": 1, "large": 1}, max_docs_per_source=50)
+    used = set(capped(0).tolist()) | set(capped(1).tolist())
+    assert len(used & set(range(100, 400))) == 50  # the large source contributes one fixed 50-document subset
+    with pytest.raises(ValueError, match="nowhere"):
+        DocumentOrder(doc_sources, ["small", "large"], seed=0, weights={"nowhere": 1.0})

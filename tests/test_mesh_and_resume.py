@@ -58,6 +58,8 @@ def test_run_files_follow_the_design(tiny_corpus, tmp_path):
     assert summary["tokens"] == 3 * 8 * 32
     assert summary["flops_kaplan"] == 6 * summary["params_nonembedding"] * summary["tokens"]
     assert summary["flops_chinchilla"] > summary["flops_kaplan"]
+    (source, epochs), = summary["source_epochs"].items()  # the tiny corpus has one source
+    assert 0 < epochs < 1  # 3 steps read a fraction of it
     rows = metrics_rows(tmp_path)
     train_rows = [r for r in rows if "loss" in r]
     for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "mfu"):

@@ -105,6 +105,8 @@ def report(summary: dict) -> None:
           f"{fmt(summary['pipeline_tokens_per_s'], ',.0f')} tokens/s), MFU {fmt(summary['mfu'], '.2%')} "
           f"of {fmt(summary['peak_flops_per_device'] / 1e9, '.1f')} GFLOP/s per device "
           f"({summary['peak_flops_source']})")
+    if summary.get("source_epochs"):
+        print("epochs per source: " + ", ".join(f"{name} {epochs:.3g}" for name, epochs in summary["source_epochs"].items()))
     loss, unigram = summary["final_eval_loss"], summary["unigram_eval_loss"]
     if loss is not None:
         print(f"final eval loss {loss:.4f} nats/token ({summary['final_eval_bpb']:.4f} bits/byte); "

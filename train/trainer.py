@@ -11,6 +11,7 @@ import math
 import os
 import time
 from functools import partial
+from typing import Optional
 
 import flax.linen as nn
 import flax.struct
@@ -22,6 +23,7 @@ import optax
 
 from data import loader
 from data.corpus import CorpusError
+from data.order import DocumentOrder
 from data.pipeline import PackedBatches, Prefetcher, eval_batches
 from data.span_corruption import span_counts
 from data.tokenizer import unigram_loss
@@ -167,6 +169,7 @@ class Setup:
     mesh: jax.sharding.Mesh
     data: loader.Data
     evals: list  # the held-out batches, built once
+    order: Optional[DocumentOrder]  # the train documents' order per epoch; None: a seeded permutation
 
     @property
     def objective(self) -> dict:
@@ -220,8 +223,15 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
                              data_cfg.eval_batches, text_key=data_cfg.text_key, **objective)
     except ValueError as error:
         raise CorpusError(str(error)) from error
+    order = None
+    if data.doc_sources is not None:
+        order = DocumentOrder(data.doc_sources, data.source_names, data_cfg.seed, dict(data_cfg.mixture),
+                              data_cfg.max_docs_per_source)
+    elif data_cfg.mixture:
+        raise ValueError("DataConfig.mixture needs a corpus whose documents name their source")
     claim_workdir(workdir, config)  # only now, when every check has passed
-    return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, data, evals)
+    return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, data, evals,
+                 order)
 
 
 def run(workdir: str, start_over: bool = False, **train_options) -> dict:
@@ -245,7 +255,7 @@ def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dic
         eval_fn = jax.jit(partial(eval_step, model=model))
         train_batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
                                       data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
-                                      **setup.objective)
+                                      order=setup.order, **setup.objective)
         checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.checkpoint_every,
                                     train_cfg.keep_checkpoints)
         start_step = checkpointer.latest_step()
@@ -347,6 +357,9 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
         "unigram_eval_loss": unigram_loss(data.token_stats["token_counts"], setup.evals),
         "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name,
         "objective": setup.objective["objective"],
+        # Documents started, the one being read included.
+        "source_epochs": setup.order and setup.order.source_epochs(
+            data_state["epoch"], data_state["index"] + (data_state["offset"] > 0)),
     }
     if final_step == setup.total_steps and jax.process_index() == 0:
         with open(os.path.join(setup.workdir, "summary.json"), "w") as f:
