@@ -70,7 +70,8 @@ def test_notebook_runs_headless(executed, path):
     assert not [o for cell in code for o in outputs(cell, "error")]
     # Every cell that shows a figure shows exactly one.
     for cell in code:
-        assert len(images(cell)) == ("plt.show()" in cell.source), cell.source[:200]
+        shows_figure = re.search(r"^save_and_show\(fig", cell.source, re.MULTILINE) is not None
+        assert len(images(cell)) == shows_figure, cell.source[:200]
 
 
 def test_scaling_laws_notebook_on_the_tiny_sweep(executed, swept, plan):
