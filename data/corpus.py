@@ -157,6 +157,15 @@ def source_stats(builder: ScalingCorpus) -> dict:
         return json.load(f)
 
 
+def clean_report(builder: ScalingCorpus) -> dict:
+    """{split: what every cleaning stage did, per source}; empty for a corpus built without cleaning."""
+    path = os.path.join(builder.data_dir, "clean_report.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def clean_report_text(builder: ScalingCorpus) -> str:
     """The cleaning report's table; empty for a corpus built without cleaning."""
     path = os.path.join(builder.data_dir, "clean_report.txt")

@@ -1,8 +1,11 @@
 """Sources, tokenizer and packing: lossless, exactly resumable, honest about bytes."""
+import json
+
+import gin
 import numpy as np
 import pytest
 
-from data import sources
+from data import prepare, sources
 from data.order import DocumentOrder
 from data.pipeline import DECODER_START_ID, PackedBatches, eval_batches
 from data.span_corruption import uncorrupt_spans
@@ -133,3 +136,20 @@ def test_mixture_order_follows_the_weights_and_counts_epochs_per_source():
     assert len(used & set(range(100, 400))) == 50  # the large source contributes one fixed 50-document subset
     with pytest.raises(ValueError, match="nowhere"):
         DocumentOrder(doc_sources, ["small", "large"], seed=0, weights={"nowhere": 1.0})
+
+
+def test_prepare_reports_documents_and_tokens_of_every_stage(tiny_corpus, tmp_path, capsys):
+    gin.clear_config()
+    bindings = tiny_corpus + ["DataConfig.vocab_size = 512"]
+    code = prepare.main(["--gin_file=base.gin", *[f"--gin_bindings={b}" for b in bindings], f"--json={tmp_path / 'r.json'}"])
+    gin.clear_config()
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    train = report["stages"]["train"]
+    assert {"sanitize", "scrub_pii", "decontaminate", "exact_dedup", "near_dedup", "perplexity"} <= set(train)
+    assert "decontaminate" not in report["stages"]["validation"]  # held-out text is what it protects
+    (source, rate), = report["tokens_per_byte"].items()
+    assert 0.1 < rate < 1.0
+    assert "~M tok out" in out and "tokens under the 512-piece tokenizer" in out
+    assert prepare.main(["--gin_file=no_such.gin"]) == 2
