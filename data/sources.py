@@ -13,7 +13,6 @@ the caller; Python's own standard library is always present.
 """
 from __future__ import annotations
 
-import base64
 import glob
 import gzip
 import os

@@ -124,3 +124,57 @@ def swept(tiny_corpus, plan, tmp_path_factory):
     third = run_sweep(*sweep_args(workdir, tiny_corpus))
     return dict(workdir=workdir, interrupted=interrupted, broken=broken, before_resume=before_resume,
                 first=first, rows_after_first=rows_after_first, second=second, third=third, summaries=summaries)
+
+
+@pytest.fixture(scope="session")
+def stdlib_text(tmp_path_factory):
+    """A 384-piece tokenizer and 40 documents of real Python source, for tests that train in-process."""
+    from data import sources
+    from data.tokenizer import train_tokenizer
+    docs = [d for _, d in zip(range(40), sources.iter_documents("python_stdlib"))]
+    tokenizer = train_tokenizer((d["text"] for d in docs), str(tmp_path_factory.mktemp("tok") / "spm.model"),
+                                vocab_size=384)
+    return tokenizer, docs
+
+
+SENTINELS = 16  # an encoder-decoder's ids past the tokenizer's: span corruption's sentinels
+
+
+def train_in_process(text, steps: int, optimizer: str = "adamw", accum: int = 1, z_loss: float = 0.0,
+                     **model_options):
+    """`steps` steps of the trainer's own train_step on 4 fixed batches (8 rows of 32 tokens) of `text`,
+    with the objective train.main would give the model; returns the losses, the initial parameters and
+    the last step's metrics. One layer unless told otherwise: compiling is most of what these tests spend."""
+    import dataclasses
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    from data.loader import DataConfig
+    from data.pipeline import PackedBatches
+    from model import build_model
+    from model.transformer import TransformerConfig
+    from train.optimizer import lr_schedule, make_optimizer
+    from train.trainer import create_state, objective_options, train_step
+    tokenizer, docs = text
+    cfg = TransformerConfig(**{**dict(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=1, n_heads=4, d_ff=64,
+                                      max_len=32), **model_options})
+    if cfg.architecture == "encoder_decoder":
+        cfg = dataclasses.replace(cfg, vocab_size=tokenizer.vocab_size + SENTINELS)
+    stream = PackedBatches(docs, tokenizer, 32, 8, **objective_options(cfg, DataConfig(), tokenizer.vocab_size))
+    data = [stream.next_batch() for _ in range(4)]
+    model = build_model(cfg)
+    schedule = lr_schedule(steps, peak_lr=1e-2, warmup_steps=2)
+    tx = make_optimizer(schedule, name=optimizer)
+    example = {k: jnp.asarray(v[:1]) for k, v in data[0].items()}
+    state = jax.jit(partial(create_state, model=model, optimizer=tx, example_batch=example, unbox=True))(
+        jax.random.PRNGKey(0))
+    initial_params = state.params
+    step = jax.jit(partial(train_step, model=model, optimizer=tx, schedule=schedule, z_loss=z_loss,
+                           accum_steps=accum))
+    losses = []
+    for i in range(steps):
+        state, metrics = step(state, data[i % len(data)])
+        losses.append(float(metrics["loss"]))
+    return losses, initial_params, metrics

@@ -1,63 +1,17 @@
 """The model family's options: each trains a few steps on real text and its loss falls; each does what it says."""
 from __future__ import annotations
 
-import dataclasses
-from functools import partial
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data import sources
-from data.pipeline import PackedBatches
-from data.tokenizer import train_tokenizer
 from model import build_model
 from model.transformer import TransformerConfig, deepnorm_constants, relative_position_buckets
-from train.optimizer import lr_schedule, make_optimizer
-from train.trainer import create_state, train_step
+from tests.conftest import train_in_process
 
-SEQ_LEN, BATCH, STEPS = 32, 8, 10
-SENTINELS = 16  # the encoder-decoder's ids past the tokenizer's, for span corruption
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    """A tokenizer and a few documents of real Python source."""
-    docs = [d for _, d in zip(range(40), sources.iter_documents("python_stdlib"))]
-    tokenizer = train_tokenizer((d["text"] for d in docs), str(tmp_path_factory.mktemp("tok") / "spm.model"),
-                                vocab_size=384)
-    return tokenizer, docs
-
-
-def train(text, **model_options):
-    """Losses of STEPS AdamW steps through the trainer's own train_step, the initial parameters and
-    the last step's metrics.
-
-    One layer (per stack) unless told otherwise: compiling is most of the time these tests take."""
-    tokenizer, docs = text
-    cfg = TransformerConfig(**{**dict(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=1, n_heads=4, d_ff=64,
-                                      max_len=SEQ_LEN), **model_options})
-    objective = {}
-    if cfg.architecture == "encoder_decoder":  # T5's span corruption, sentinels past the tokenizer's ids
-        cfg = dataclasses.replace(cfg, vocab_size=tokenizer.vocab_size + SENTINELS)
-        objective = {"objective": "span_corruption", "sentinels": range(tokenizer.vocab_size, cfg.vocab_size)}
-    stream = PackedBatches(docs, tokenizer, SEQ_LEN, BATCH, **objective)
-    data = [stream.next_batch() for _ in range(4)]
-    model = build_model(cfg)
-    schedule = lr_schedule(STEPS, peak_lr=1e-2, warmup_steps=2)
-    tx = make_optimizer(schedule)
-    example = {k: jnp.asarray(v[:1]) for k, v in data[0].items()}
-    state = jax.jit(partial(create_state, model=model, optimizer=tx, example_batch=example, unbox=True))(
-        jax.random.PRNGKey(0))
-    initial_params = state.params
-    step = jax.jit(partial(train_step, model=model, optimizer=tx, schedule=schedule, z_loss=0.0, accum_steps=1))
-    losses = []
-    for i in range(STEPS):
-        state, metrics = step(state, data[i % len(data)])
-        losses.append(float(metrics["loss"]))
-    return losses, initial_params, metrics
+STEPS = 10
 
 
 # Options that do not interact share a run: compiling, not training, is what these tests spend time on.
@@ -71,8 +25,8 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("options", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_variant_trains_and_loss_falls(text, options):
-    losses, initial, metrics = train(text, **options)
+def test_variant_trains_and_loss_falls(stdlib_text, options):
+    losses, initial, metrics = train_in_process(stdlib_text, STEPS, **options)
     assert all(np.isfinite(losses)), losses
     assert np.mean(losses[-3:]) < losses[0] - 0.5, losses
     if options.get("norm_position") == "deepnorm":  # value and MLP projections start beta times smaller
