@@ -159,8 +159,11 @@ class PackedBatches:
 def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_batches: int,
                  objective: str = "lm", text_key: str = "text", oversample: int = 20, **objective_options
                  ) -> list[dict]:
-    """Up to `max_batches` batches of the eval split, each with the number of raw-text bytes
-    its weighted targets encode (for bits per byte; sentinels encode none).
+    """Up to `max_batches` batches of the eval split. Besides the model's inputs each batch has,
+    per row, `bytes`: the raw-text bytes its weighted targets encode (for bits per byte;
+    sentinels encode none), and `doc`: the index in `docs` of the document at the row's head
+    (a row running into the next document counts for the first), to group rows by document
+    for standard errors.
 
     Rows are taken evenly spaced from the packed eval stream (documents in a fixed
     random order, at most `oversample` times the rows needed), so that the eval set
@@ -168,11 +171,14 @@ def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_b
     """
     stream = PackedBatches(docs, tokenizer, seq_len, batch_size=1, seed=12345, objective=objective,
                            repeat=False, text_key=text_key, **objective_options)
+    order = stream.order(0)  # the stream is read once: epoch 0 only
     wanted = max_batches * batch_size
     rows = []
     try:
         while len(rows) < oversample * wanted:
-            rows.append(stream.next_batch())
+            head = stream.get_state()  # the next row's start: its first token is in this document
+            row = stream.next_batch()
+            rows.append({**row, "doc": order[head["index"]:head["index"] + 1]})
     except EndOfData:
         pass
     if len(rows) < batch_size:
@@ -185,9 +191,14 @@ def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_b
         batch = {key: np.concatenate([row[key] for row in chunk]) for key in chunk[0]}
         piece_bytes = np.append(tokenizer.piece_bytes, 0)  # ids past the tokenizer's (sentinels): no text
         targets = np.minimum(batch["targets"], len(piece_bytes) - 1)
-        batch["bytes"] = float((piece_bytes[targets] * batch["weights"]).sum())
+        batch["bytes"] = (piece_bytes[targets] * batch["weights"]).sum(axis=1)
         batches.append(batch)
     return batches
+
+
+def model_inputs(batch: dict) -> dict:
+    """A batch without eval_batches' bookkeeping (`bytes`, `doc`), which the model does not read."""
+    return {key: value for key, value in batch.items() if key not in ("bytes", "doc")}
 
 
 class Prefetcher:

@@ -20,18 +20,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from data import loader
 from data.corpus import CorpusError
 from data.order import DocumentOrder
-from data.pipeline import PackedBatches, Prefetcher, eval_batches
+from data.pipeline import PackedBatches, Prefetcher, eval_batches, model_inputs
 from data.span_corruption import span_counts
 from data.tokenizer import unigram_loss
 from model import accounting, build_model
 from model.transformer import TransformerConfig
 from train import partitioning
 from train.checkpoints import Checkpointer
-from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
+from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar, ratio_standard_error
 from train.optimizer import lr_schedule, make_optimizer
 from train.run_config import check_workdir_config, claim_workdir
 
@@ -112,8 +113,10 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, z_loss, 
 
 
 def eval_step(params, batch, *, model):
-    _, (nll_sum, weight, _) = loss_sums(params, batch, None, model, 0.0, train=False)
-    return nll_sum, weight
+    """Per-row sums of the weighted nll and of the weights, so that the host can group rows by document."""
+    nll, _ = _token_losses(model.apply({"params": params}, batch, deterministic=True), batch)
+    w = batch["weights"]
+    return (nll * w).sum(axis=-1), w.sum(axis=-1)
 
 
 def create_state(rng, model, optimizer, example_batch: dict, unbox: bool) -> TrainState:
@@ -124,12 +127,13 @@ def create_state(rng, model, optimizer, example_batch: dict, unbox: bool) -> Tra
 
 
 def _evaluate(step_fn, params, batches, mesh) -> dict:
-    nll = weight = 0.0
-    for batch in batches:
-        n, w = step_fn(params, partitioning.shard_batch({k: v for k, v in batch.items() if k != "bytes"}, mesh))
-        nll, weight = nll + float(n), weight + float(w)
-    total_bytes = sum(b["bytes"] for b in batches)
-    return {"eval_loss": nll / weight, "eval_bpb": nll / math.log(2) / total_bytes}
+    """Loss and bits per byte over all eval tokens, each with its standard error over eval documents."""
+    per_batch = [step_fn(params, partitioning.shard_batch(model_inputs(batch), mesh)) for batch in batches]
+    nll, weight = (np.concatenate(rows).astype(np.float64) for rows in zip(*per_batch))
+    doc, row_bytes = (np.concatenate([batch[key] for batch in batches]) for key in ("doc", "bytes"))
+    return {"eval_loss": nll.sum() / weight.sum(), "eval_loss_se": ratio_standard_error(nll, weight, doc),
+            "eval_bpb": nll.sum() / math.log(2) / row_bytes.sum(),
+            "eval_bpb_se": ratio_standard_error(nll, row_bytes, doc) / math.log(2)}
 
 
 def _sown_metrics(step_metrics: dict) -> dict:
@@ -245,14 +249,15 @@ def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dic
     model = build_model(setup.model_cfg)
     data_cfg, train_cfg, mesh = setup.data_cfg, setup.train_cfg, setup.mesh
     with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-        example = {k: jnp.asarray(v[:1]) for k, v in setup.evals[0].items() if k != "bytes"}
+        example = {k: jnp.asarray(v[:1]) for k, v in model_inputs(setup.evals[0]).items()}
         init = partial(create_state, model=model, optimizer=setup.optimizer, example_batch=example)
         rng = jax.random.PRNGKey(train_cfg.seed)
         state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), mesh)
         step_fn = jax.jit(partial(train_step, model=model, optimizer=setup.optimizer, schedule=setup.schedule,
                                   z_loss=train_cfg.z_loss, accum_steps=train_cfg.grad_accum_steps),
                           out_shardings=(state_shardings, None), donate_argnums=(0,))
-        eval_fn = jax.jit(partial(eval_step, model=model))
+        # Per-row results replicated, so that every process can read all of them.
+        eval_fn = jax.jit(partial(eval_step, model=model), out_shardings=NamedSharding(mesh, PartitionSpec()))
         train_batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
                                       data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
                                       order=setup.order, **setup.objective)
@@ -349,7 +354,10 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
         "flops_kaplan": flops["kaplan"] * final_step * tokens_per_step,
         "flops_chinchilla": flops["chinchilla"] * final_step * tokens_per_step,
         "final_loss": last_row.get("loss"), "final_eval_loss": last_eval.get("eval_loss"),
-        "final_eval_bpb": last_eval.get("eval_bpb"),
+        "final_eval_bpb": last_eval.get("eval_bpb"), "final_eval_loss_se": last_eval.get("eval_loss_se"),
+        "final_eval_bpb_se": last_eval.get("eval_bpb_se"),
+        "eval_documents": len(np.unique(np.concatenate([b["doc"] for b in setup.evals]))),
+        "eval_tokens": int(sum(b["weights"].sum() for b in setup.evals)),
         "wall_s": time.perf_counter() - run_start, "steps": final_step,
         "mfu": tokens_per_s * flops["chinchilla"] / peak_total if tokens_per_s else None,
         "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": prefetch.tokens_per_s,
