@@ -14,6 +14,7 @@ setup(
     packages=find_packages(include=["model", "model.*", "data", "data.*", "train", "train.*",
                                     "scaling", "scaling.*"]),
     include_package_data=True,
+    package_data={"scaling": ["reference_data/*.csv", "reference_data/README.md"]},
     install_requires=[
         "jax>=0.4.35,<0.13",
         "flax>=0.10,<0.14",
@@ -27,6 +28,8 @@ setup(
         "gin-config>=0.5",
         "numpy>=1.26",
         "scipy>=1.11",
+        # OpenBLAS's thread start-up costs ~6 ms per tiny solve: the fits run single-threaded.
+        "threadpoolctl>=3.1",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
     ],

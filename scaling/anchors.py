@@ -1,4 +1,4 @@
-"""Readers for the published scaling-law data in shared/anchors (see its README).
+"""Readers for the published scaling-law data in scaling/reference_data (see its README).
 
 These data sets let tests and notebooks check the fits against results that
 someone outside this project obtained.
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-# The anchors live beside the checkout: <root>/shared/anchors next to <root>/main.
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "anchors"
+# Copies of shared/anchors, kept inside the package (see reference_data/README.md).
+DEFAULT_DIR = Path(__file__).resolve().parent / "reference_data"
 
 PORIAN_CONFIG = ("dataset", "hparams", "warmup", "decay", "param_count", "loss_split")
 

@@ -40,6 +40,16 @@ def positive_arrays(min_points=1, **named):
     return out
 
 
+def canonical_order(*arrays):
+    """The permutation that sorts points by their first array, then the second, ...
+
+    Fits put their points in this order first, so that a fit is a function of
+    the set of points: any order of the same rows gives bit-identical results
+    (floating-point sums depend on the order of their terms).
+    """
+    return np.lexsort(tuple(reversed(arrays)))
+
+
 def load_results(path):
     """Rows of a sweep's results.jsonl; ValueError (with the line number) when unreadable."""
     path = Path(path)

@@ -8,9 +8,12 @@
                                  with lower loss than every run of less compute
     L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D      (KM eq. 1.5)
 
-The single-variable laws are straight lines in log-log space (least squares);
-the joint law uses the same Huber-on-log-loss, many-start L-BFGS fit as
-Chinchilla's Approach 3.
+The single-variable laws are straight lines in log-log space (least squares).
+The joint law minimises the same Huber-on-log-loss objective as Chinchilla's
+Approach 3, by variable projection: with p = alpha_N/alpha_D and alpha_D
+fixed, L^(1/alpha_D) = N_c^p N^-p + D_c D^-1 is linear in (N_c^p, D_c), so a
+grid over the two exponents with exact non-negative least squares finds the
+basin, and a converged L-BFGS-B polish finishes (scaling/projection.py).
 
 Compute-optimal allocation, two derivations, both reported:
 - `a` (and `optimal_allocation`): minimise the joint L(N, D) at C = 6 N D.
@@ -23,22 +26,33 @@ Compute-optimal allocation, two derivations, both reported:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from scaling import laws
 from scaling.bootstrap import bootstrap_counts
-from scaling.inputs import positive_arrays
-from scaling.optimize import (evaluate, log_huber_objective, refit_replicates,
-                              screen_then_polish)
+from scaling.identification import diagnose
+from scaling.inputs import canonical_order, positive_arrays
+from scaling.optimize import evaluate, single_threaded
 from scaling.powerlaw import PowerLaw, fit_power_law
+from scaling.projection import Parametrisation, best_local_minima, log_huber, nnls, polish_best
 from scaling.result import FitResult
 
-# (log N_c, log D_c, alpha_N, alpha_D); KM's own fit is near (31.8, 30.5, 0.076, 0.103).
-JOINT_GRID = np.array(list(itertools.product(
-    [15.0, 20.0, 25.0, 30.0, 35.0], [15.0, 20.0, 25.0, 30.0, 35.0],
-    [0.03, 0.1, 0.3, 1.0], [0.03, 0.1, 0.3, 1.0])))
+# The joint law's exponents: p = alpha_N / alpha_D and alpha_D. KM's own fit has
+# p = 0.74, alpha_D = 0.103.
+RATIO_GRID = np.geomspace(0.05, 20.0, 48)
+ALPHA_D_GRID = np.geomspace(0.005, 2.0, 48)
+# Centred coordinates (laws.kaplan_centred): U, V are log losses; a term whose log
+# loss reaches -30 has vanished.
+JOINT = Parametrisation(("U", "V", "alpha_N", "alpha_D"),
+                        ((-30.0, 30.0), (-30.0, 30.0), (1e-4, 5.0), (1e-3, 5.0)))
+JOINT_MESSAGES = {
+    "U": "N_c driven to 0: the loss does not fall with N in these runs",
+    "V": "D_c driven to 0: the loss does not fall with D in these runs",
+    "alpha_N": "alpha_N is at a bound of [0.0001, 5]: not identified by these runs",
+    "alpha_D": "alpha_D is at a bound of [0.001, 5]: not identified by these runs",
+}
 
 
 def _scale(law):
@@ -57,6 +71,8 @@ class KaplanFit(FitResult):
     loss_vs_D: PowerLaw | None = None
     loss_vs_C: PowerLaw | None = None
     joint: np.ndarray | None = None      # (log N_c, log D_c, alpha_N, alpha_D)
+    joint_objective: float = float("nan")
+    diagnostics: dict = field(default_factory=dict)  # of the joint law
 
     def predict(self, N, D):
         """Joint L(N, D)."""
@@ -99,6 +115,9 @@ class KaplanFit(FitResult):
         out.update(a=self.a, b=self.b, a_frontier=self.a_frontier)
         return out
 
+    def extra(self):
+        return {"joint_huber_objective": self.joint_objective, "diagnostics": self.diagnostics}
+
 
 def _lowest_per_value(x, loss, w):
     """Weights that keep, for each distinct x, only its lowest-loss point."""
@@ -140,33 +159,82 @@ def _single_laws(N, D, C, loss, w):
                 loss_vs_C=one(C, _frontier))
 
 
+def _joint_grid(log_n, log_d, loss, w, delta):
+    """Centred joint thetas (U, V, alpha_N, alpha_D) on the exponent grid, from (N_c/N0)^p and D_c/D0
+    >= 0 by exact NNLS, and the Huber objective at each: (48, 48, 4) and (48, 48).
+
+    Rows are divided by their target L^(1/alpha_D) (relative residuals); the N
+    term depends on p only and the target on alpha_D only, so the normal
+    equations of the whole grid are a few matrix products.
+    """
+    x, y = np.exp(-RATIO_GRID[:, None] * log_n), np.exp(-log_d)  # (n_p, n), (n,)
+    inv_t = loss[None, :] ** (-1.0 / ALPHA_D_GRID[:, None])  # 1 / L^(1/alpha_D): (n_alpha, n)
+    shape = (len(RATIO_GRID), len(ALPHA_D_GRID))
+    xx, xy = (x**2) @ (w * inv_t**2).T, x @ (w * y * inv_t**2).T
+    yy = np.broadcast_to((inv_t**2) @ (w * y**2), shape)
+    gram = np.stack([np.stack([xx, xy], -1), np.stack([xy, yy], -1)], -2)
+    rhs = np.stack([x @ (w * inv_t).T, np.broadcast_to(inv_t @ (w * y), shape)], -1)
+    coefs, _ = nnls(gram, rhs, np.full(shape, w.sum()))
+    pred = (coefs[..., :1] * x[:, None, :] + coefs[..., 1:] * y) ** ALPHA_D_GRID[None, :, None]
+    values = log_huber(pred, np.log(loss), w, delta)
+    p, alpha_d = np.broadcast_arrays(RATIO_GRID[:, None], ALPHA_D_GRID[None, :])
+    with np.errstate(divide="ignore"):
+        u, v = (np.clip(alpha_d * np.log(c), *JOINT.bounds[0]) for c in (coefs[..., 0], coefs[..., 1]))
+    return np.stack([u, v, p * alpha_d, alpha_d], axis=-1), values
+
+
+def _fit_joint(points, loss, w, delta, starts):
+    log_n, log_d, _ = points
+    grid, values = _joint_grid(log_n, log_d, loss, w, delta)
+    return polish_best(laws.kaplan_centred, JOINT, grid.reshape(-1, 4)[best_local_minima(values, starts)],
+                       points, w, delta)
+
+
+def _uncentre(theta, centre):
+    """(log N_c, log D_c, alpha_N, alpha_D) from the centred (U, V, alpha_N, alpha_D)."""
+    u, v, alpha_n, alpha_d = theta
+    return np.array([centre[0] + u / alpha_n, centre[1] + v / alpha_d, alpha_n, alpha_d])
+
+
+@single_threaded
 def fit_kaplan(N=None, D=None, C=None, loss=None, bootstrap=0, level=0.95, seed=0,
-               delta=1e-3, bootstrap_starts=4):
+               delta=1e-3, weights=None):
     """Fit whichever KM laws the inputs allow; C defaults to 6 N D when N and D are given.
 
+    weights: per-point weights of every objective; default all ones.
     bootstrap: resamples of the points for percentile intervals (`level`) on
-    every estimate; the joint law's replicates start from the full fit's best
-    `bootstrap_starts` distinct minima.
+    every estimate; each replicate's joint law is fitted like the data's.
     """
-    named = {k: v for k, v in dict(N=N, D=D, C=C).items() if v is not None}
-    if loss is None or not named:
+    named = {k: v for k, v in dict(N=N, D=D, C=C, weights=weights).items() if v is not None}
+    if loss is None or not set(named) - {"weights"}:
         raise ValueError("fit_kaplan needs loss and at least one of N, D, C")
-    arrays = dict(zip([*named, "loss"], positive_arrays(min_points=3, **named, loss=loss)))
+    arrays = positive_arrays(min_points=3, **named, loss=loss)
+    order = canonical_order(*arrays)
+    arrays = dict(zip([*named, "loss"], (x[order] for x in arrays)))
     N, D, C, loss = (arrays.get(k) for k in ("N", "D", "C", "loss"))
+    w = arrays.get("weights", np.ones(len(loss)))
     if C is None and N is not None and D is not None:
         C = 6.0 * N * D
-    ones = np.ones(len(loss))
-    fit = KaplanFit(n_points=len(loss), **_single_laws(N, D, C, loss, ones))
-    objective = log_huber_objective(laws.kaplan_joint)
-    joint_data = minima = None
-    if N is not None and D is not None:
-        joint_data = (np.log(N), np.log(D), np.log(loss), np.asarray(delta))
-        minima, _ = screen_then_polish(objective, JOINT_GRID, joint_data)
-        fit.joint = minima[0]
+    fit = KaplanFit(n_points=len(loss), **_single_laws(N, D, C, loss, w))
+    joint = N is not None and D is not None
+    if joint:
+        if len(loss) < 5:
+            raise ValueError(f"need at least 5 points for the joint law (4 parameters), got {len(loss)}")
+        centre = (float(np.mean(np.log(N))), float(np.mean(np.log(D))))
+        points = (np.log(N) - centre[0], np.log(D) - centre[1], np.log(loss))
+        full, free, fit.joint_objective = _fit_joint(points, loss, w, delta, 4)
+        fit.joint = _uncentre(full, centre)
+        fit.diagnostics = diagnose(JOINT.free_names, free, JOINT.free_bounds, laws.mapped(laws.kaplan_centred),
+                                   (JOINT.matrix, JOINT.base, *points[:2]), w, JOINT_MESSAGES)
     if bootstrap:
-        counts = bootstrap_counts(len(loss), bootstrap, seed)
-        joints = [None] * bootstrap if minima is None else \
-            refit_replicates(objective, minima, joint_data, counts, bootstrap_starts)
-        fit.set_intervals([KaplanFit(n_points=len(loss), joint=j, **_single_laws(N, D, C, loss, w))
-                           for w, j in zip(counts, joints)], level)
+        replicates = []
+        for counts in bootstrap_counts(len(loss), bootstrap, seed) * w:
+            replicate = KaplanFit(n_points=len(loss), **_single_laws(N, D, C, loss, counts))
+            if joint:
+                try:
+                    replicate.joint = _uncentre(_fit_joint(points, loss, counts, delta, 2)[0], centre)
+                except RuntimeError:
+                    pass
+            replicates.append(replicate)
+        fit.set_intervals(replicates, level)
     return fit

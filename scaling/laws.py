@@ -7,6 +7,8 @@ are fitted as logs.
 """
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 
 
@@ -18,6 +20,37 @@ def chinchilla(theta, log_n, log_d):
     # far outside the starting grid; such a trial step comes out inf or NaN,
     # and the line search rejects it.
     return jnp.log(jnp.exp(a - alpha * log_n) + jnp.exp(b - beta * log_d) + jnp.exp(e))
+
+
+def chinchilla_centred(theta, log_n, log_d):
+    """The same law about the data's centre: theta = (E, a, b, alpha, beta), log_n = ln N - c_N, ...
+
+    a = A e^(-alpha c_N) is the N term's size at the centre, so changing alpha
+    no longer rescales it by N^-alpha ~ e^(-20 alpha): the polish works in
+    coordinates whose effects on the fit are nearly independent.
+    """
+    e, a, b, alpha, beta = theta
+    return jnp.log(e + a * jnp.exp(-alpha * log_n) + b * jnp.exp(-beta * log_d))
+
+
+def kaplan_centred(theta, log_n, log_d):
+    """KM's joint law about the data's centre (log_n = ln N - c_N, ...): theta = (U, V, alpha_N, alpha_D).
+
+    U = alpha_N (ln N_c - c_N) and V = alpha_D (ln D_c - c_D) are the logs of
+    the N-only and D-only losses at the centre: of order one, whatever the
+    exponents, where N_c and D_c themselves move by orders of magnitude as
+    alpha_D changes.
+    """
+    u, v, alpha_n, alpha_d = theta
+    return alpha_d * jnp.logaddexp((u - alpha_n * log_n) / alpha_d, v / alpha_d - log_d)
+
+
+@functools.cache
+def mapped(law):
+    """law(base + matrix @ free, *inputs): fixed and tied parameters as data, so one compilation serves all."""
+    def law_of_free(free, matrix, base, *inputs):
+        return law(base + matrix @ free, *inputs)
+    return law_of_free
 
 
 def kaplan_joint(theta, log_n, log_d):

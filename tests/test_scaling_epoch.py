@@ -6,8 +6,6 @@ B = 2.1e3, alpha = 0.347, beta = 0.367 (a = 0.514). Those numbers come from
 outside this project, so matching them checks the fitting procedure itself.
 """
 import time
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,13 +13,11 @@ from scaling.anchors import load_epoch_chinchilla
 from scaling.chinchilla import fit_chinchilla
 from scaling.extrapolation import holdout_error
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
-pytestmark = pytest.mark.skipif(not ANCHORS.is_dir(), reason="shared/anchors not present")
 
 
 @pytest.fixture(scope="module")
 def epoch():
-    return load_epoch_chinchilla(ANCHORS)
+    return load_epoch_chinchilla()
 
 
 @pytest.fixture(scope="module")

@@ -5,23 +5,19 @@ Their 15 configurations walk from Kaplan's setup (a ~ 0.85) to Chinchilla's
 C^a). They located minima by Akima interpolation with noise bootstraps; a
 windowed parabola must land within 0.03 of theirs for every configuration.
 """
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from scaling.anchors import load_porian_exponents, load_porian_isoflops
 from scaling.isoflop import fit_isoflop
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
-pytestmark = pytest.mark.skipif(not ANCHORS.is_dir(), reason="shared/anchors not present")
 
 
 @pytest.fixture(scope="module")
 def fits():
-    published = load_porian_exponents(ANCHORS)
+    published = load_porian_exponents()
     return {cfg: (fit_isoflop(N, T, loss, C), published[cfg])
-            for cfg, (N, T, C, loss) in load_porian_isoflops(ANCHORS).items()}
+            for cfg, (N, T, C, loss) in load_porian_isoflops().items()}
 
 
 def test_all_fifteen_configurations_are_present(fits):
@@ -56,7 +52,7 @@ def test_isoflop_runs_satisfy_c_equals_6nd_so_a_plus_b_is_one(fits):
 
 
 def test_minima_lie_inside_the_sampled_sizes(fits):
-    N, _, C, _ = next(iter(load_porian_isoflops(ANCHORS).values()))
+    N, _, C, _ = next(iter(load_porian_isoflops().values()))
     fit, _ = next(iter(fits.values()))
     for budget, n_opt, _, _ in fit.minima:
         sizes = N[C == budget]
@@ -67,7 +63,7 @@ def test_a_plain_parabola_through_all_points_is_measurably_worse(fits):
     # Why the window exists: through all points of these wide, skewed
     # profiles, at least one configuration moves by more than 0.05.
     worst = 0.0
-    for cfg, (N, T, C, loss) in load_porian_isoflops(ANCHORS).items():
+    for cfg, (N, T, C, loss) in load_porian_isoflops().items():
         wide = fit_isoflop(N, T, loss, C, window=np.inf)
         worst = max(worst, abs(wide.a - fits[cfg][1]["a_basic"]))
     assert worst > 0.05
@@ -75,7 +71,7 @@ def test_a_plain_parabola_through_all_points_is_measurably_worse(fits):
 
 def test_bootstrap_interval_covers_the_published_exponent(fits):
     cfg = ("rw", "tuned", "short", "const", "standard", "val")
-    N, T, C, loss = load_porian_isoflops(ANCHORS)[cfg]
+    N, T, C, loss = load_porian_isoflops()[cfg]
     fit = fit_isoflop(N, T, loss, C, bootstrap=200, seed=1)
     lo, hi = fit.intervals["a"]
     assert lo < fits[cfg][1]["a_basic"] < hi
