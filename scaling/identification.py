@@ -75,5 +75,6 @@ def diagnose(names, theta, bounds, law, inputs, weights, messages=None):
     if condition > CONDITION_LIMIT:
         warnings.append(f"flat direction: the data fix a combination of {', '.join(flat)}, not each "
                         f"(condition number {condition:.3g})")
-    return {"identified": not warnings, "at_bound": bound, "condition_number": condition,
+    return {"identified": not warnings, "at_bound": bound,
+            "condition_number": condition if np.isfinite(condition) else None,
             "flat_direction": dict(zip(kept, map(float, direction))), "warnings": warnings}
