@@ -126,6 +126,10 @@ def test_slurm_writes_one_ordinary_train_main_command_per_run(tiny_corpus, plan,
     (SWEEP, ["--gin_bindings=Sweep.flops = ()"], ["no runs"]),
     (SWEEP, ["--gin_bindings=Sweep.grid = {'TrainConfig.seed': []}"], ["no runs"]),
     (SWEEP, ["--gin_bindings=Sweep.tokens_per_param = (1e9, 1e10)"], ["tokens_per_param"]),
+    (SWEEP, ["--gin_bindings=Sweep.sizes = (2e4,)"], ["Sweep.models", "Sweep.sizes", "both"]),
+    (SWEEP, ["--gin_bindings=Sweep.models = ()"], ["Sweep.models", "Sweep.sizes", "no runs"]),
+    (SWEEP, ["--gin_bindings=Sweep.train_tokens_per_param = 20.0"], ["flops", "train_tokens_per_param"]),
+    (SWEEP, ["--gin_bindings=Ladder.aspect_ratio = 0"], ["Ladder.aspect_ratio"]),
     (SWEEP, ["--workers=0"], ["--workers"]),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tiny_corpus, tmp_path, gin_file, args, words):

@@ -1,14 +1,17 @@
 """What a sweep is: its gin description, and the runs it expands to.
 
 A sweep names the gin files every run starts from (`base`), the settings all
-its runs share (`bindings`), and what it varies: model sizes from the ladder
-(configs/models/<name>.gin) crossed with token budgets D (each size trains for
-each D) or compute budgets C (IsoFLOP: each size trains for D = C / (6 N)),
+its runs share (`bindings`), and what it varies: model sizes, either files of
+the ladder (`models`: configs/models/<name>.gin) or target parameter counts
+(`sizes`: each becomes the shape train/ladder.py's rule gives, named like
+d48l2), crossed with token budgets D (each size trains for each D), compute
+budgets C (IsoFLOP: each size trains for D = C / (6 N)) or a number of tokens
+per parameter (`train_tokens_per_param`: each size trains for D = ratio x N),
 and optionally with any other binding (`grid`). `rules` set per-size
 hyperparameters from N (train/sweep_rules.py). For example:
 
     Sweep.base = ('base.gin',)
-    Sweep.models = ('d48', 'tiny', 'd96', 'xs')
+    Sweep.models = ('d48', 'tiny', 'd96', 'xs')  # or Sweep.sizes = (2e4, 5e4, 1.25e5) with Ladder.* settings
     Sweep.flops = (1e12, 3e12)
     Sweep.accounting = 'chinchilla'  # N counts all parameters; 'kaplan': non-embedding ones
     Sweep.bindings = ['DataConfig.seq_len = 128', 'TransformerConfig.max_len = 128']
@@ -17,9 +20,9 @@ hyperparameters from N (train/sweep_rules.py). For example:
     ...
 
 A run's `config` is what makes it differ from the base: the bindings of its
-model file, its token budget, what the rules set and its grid values, in that
-order (a grid value overrides a rule). N is counted on the model's abstract
-parameter tree (jax.eval_shape) by model.accounting, never by hand.
+model file (or its ladder shape), its token budget, what the rules set and its
+grid values, in that order (a grid value overrides a rule). N is counted on the
+model's abstract parameter tree (jax.eval_shape) by model.accounting, never by hand.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import gin
 import gin.config_parser
 
 from train import sweep_rules
+from train.ladder import Ladder
 from train.main import parse_gin, resolve_gin_file
 
 # N in C = 6 N D. Kaplan et al. count non-embedding parameters, Hoffmann et al. all of
@@ -45,10 +49,13 @@ ACCOUNTING = {"kaplan": "params_active_nonembedding", "chinchilla": "params_acti
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     base: tuple  # gin files every run starts from
-    models: tuple  # sizes from the ladder: configs/models/<name>.gin
+    models: tuple = ()  # sizes from files: configs/models/<name>.gin
+    sizes: tuple = ()  # or sizes by target N (in the ladder's accounting), each a shape of `ladder`
+    ladder: Ladder = dataclasses.field(default_factory=Ladder)  # the rule that turns a target N into a shape
     bindings: tuple = ()  # settings every run shares, on top of base: ('DataConfig.seq_len = 64', ...)
     tokens: Optional[tuple] = None  # token budgets D: every size trains for each
     flops: Optional[tuple] = None  # compute budgets C (IsoFLOP): every size trains for D = C / (6 N)
+    train_tokens_per_param: Optional[float] = None  # every size trains for D = ratio x N
     accounting: str = "kaplan"  # the N of 6 N: 'kaplan' (non-embedding) or 'chinchilla' (all parameters)
     tokens_per_param: Optional[tuple] = None  # (low, high): keep only runs with low <= D / N <= high
     grid: dict = dataclasses.field(default_factory=dict)  # more axes: {'binding': (value, ...)}
@@ -56,10 +63,17 @@ class Sweep:
     slurm_directives: tuple = ()  # #SBATCH options for --slurm, e.g. ('--gres=gpu:1', '--time=24:00:00')
 
     def __post_init__(self):
-        if not self.models:
-            raise ValueError("Sweep.models is empty: the sweep has no runs")
-        if self.tokens is not None and self.flops is not None:
-            raise ValueError("set at most one of Sweep.tokens and Sweep.flops")
+        if bool(self.models) == bool(self.sizes):
+            raise ValueError("set one of Sweep.models and Sweep.sizes: "
+                             + ("both are set" if self.models else "the sweep has no runs"))
+        if self.sizes and not min(self.sizes) > 0:
+            raise ValueError(f"Sweep.sizes = {self.sizes!r}: a target parameter count is not positive")
+        lengths = [name for name in ("tokens", "flops", "train_tokens_per_param") if getattr(self, name) is not None]
+        if len(lengths) > 1:
+            raise ValueError(f"set at most one of Sweep.tokens, Sweep.flops and Sweep.train_tokens_per_param, "
+                             f"not {' and '.join(lengths)}")
+        if self.train_tokens_per_param is not None and not self.train_tokens_per_param > 0:
+            raise ValueError(f"Sweep.train_tokens_per_param must be positive, got {self.train_tokens_per_param!r}")
         for name in ("tokens", "flops"):
             values = getattr(self, name)
             if values is not None and (not values or min(values) <= 0):
@@ -73,7 +87,7 @@ class Sweep:
             raise ValueError(f"Sweep.tokens_per_param = {self.tokens_per_param!r} is not a (low, high) pair")
 
 
-SWEEP_CONFIGURABLES = ("Sweep", *sweep_rules.RULES)
+SWEEP_CONFIGURABLES = ("Sweep", "Ladder", *sweep_rules.RULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +201,8 @@ def _budgets(sweep: Sweep, params: int) -> list[tuple[str, Optional[float], dict
         return [(f"C{_short(c)}", c, {"TrainConfig.train_tokens": round(c / (6 * params))}) for c in sweep.flops]
     if sweep.tokens is not None:
         return [(f"D{_short(d)}", None, {"TrainConfig.train_tokens": round(d)}) for d in sweep.tokens]
+    if sweep.train_tokens_per_param is not None:
+        return [("", None, {"TrainConfig.train_tokens": round(sweep.train_tokens_per_param * params)})]
     return [("", None, {})]  # the base's own training length
 
 
@@ -194,10 +210,22 @@ def _grid_points(grid: dict) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
-def _model_runs(sweep: Sweep, shared: tuple, model: str) -> list[Run]:
+def model_sizes(sweep: Sweep, shared: tuple) -> list[tuple[str, dict]]:
+    """(name, bindings) of the sweep's model sizes: its model files', or the ladder's shapes for its sizes."""
+    if sweep.models:
+        return [(model, gin_file_bindings(os.path.join("models", f"{model}.gin"))) for model in sweep.models]
+    base = run_settings(sweep.base, list(shared)).model
+    return [(shape.name, shape.bindings) for shape in (sweep_ladder(sweep).shape(n, base) for n in sweep.sizes)]
+
+
+def sweep_ladder(sweep: Sweep) -> Ladder:
+    """The sweep's ladder, counting N as the sweep does unless told otherwise."""
+    return sweep.ladder if sweep.ladder.accounting else dataclasses.replace(sweep.ladder, accounting=sweep.accounting)
+
+
+def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict) -> list[Run]:
     """The runs of one model size: its budgets crossed with the grid."""
     from model import accounting
-    model_bindings = gin_file_bindings(os.path.join("models", f"{model}.gin"))
     runs = []
     for extras in _grid_points(sweep.grid):
         shape = {**model_bindings, **extras}
@@ -231,9 +259,9 @@ def plan_sweep(files: list[str], bindings: list[str]) -> Plan:
     sweep = load_sweep(files, sweep_bindings)
     shared = (*sweep.bindings, *run_bindings)
     runs = []
-    for model in sweep.models:
+    for model, model_bindings in model_sizes(sweep, shared):
         try:
-            runs.extend(_model_runs(sweep, shared, model))
+            runs.extend(_model_runs(sweep, shared, model, model_bindings))
         except (ValueError, TypeError) as error:  # gin's errors go on with lines about where they arose
             raise ValueError(f"model {model!r}: {str(error).splitlines()[0]}") from None
     if sweep.tokens_per_param is not None:

@@ -1,0 +1,113 @@
+"""The ladder (train/ladder.py): target parameter counts become model shapes by a rule, counted on real trees."""
+import math
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from model import accounting, build_model
+from model.transformer import TransformerConfig
+from tests.conftest import REPO
+from train import sweep_plan
+from train.ladder import Ladder
+
+VOCABS = (512, 8192)
+
+
+def base(vocab_size: int) -> TransformerConfig:
+    return TransformerConfig(vocab_size=vocab_size, max_len=128)
+
+
+def random_targets(low: float, high: float, count: int, seed: int) -> np.ndarray:
+    return np.exp(np.random.default_rng(seed).uniform(math.log(low), math.log(high), count))
+
+
+@pytest.mark.parametrize("vocab_size", VOCABS)
+@pytest.mark.parametrize("accounting_name", ["chinchilla", "kaplan"])
+def test_shapes_are_near_the_target_at_the_target_aspect_ratio(vocab_size, accounting_name):
+    """Within 15% of the target wherever a width step of 8 changes N by less than 30%: from 3e4 on (2e4
+    for non-embedding N). Below that the one-layer widths 8, 16, 24, ... are the only sizes there are."""
+    ladder = Ladder(accounting=accounting_name)
+    low = {"chinchilla": 3e4, "kaplan": 2e4}[accounting_name]
+    # With an 8192-piece vocabulary one-layer models hold 8192 d parameters: start where two layers fit.
+    low = max(low, 3e5) if vocab_size == 8192 and accounting_name == "chinchilla" else low
+    for target in random_targets(low, 1e7, 10, seed=vocab_size):
+        shape = ladder.shape(target, base(vocab_size))
+        assert abs(shape.params / target - 1) <= 0.15, (target, shape)
+        assert 0.5 <= shape.d_model / shape.n_layers / ladder.aspect_ratio <= 2.0, (target, shape)
+        assert shape.d_model % ladder.width_multiple == 0 and shape.d_model % shape.n_heads == 0
+        assert shape.d_ff == 4 * shape.d_model
+        assert abs(math.log(shape.d_model / shape.n_heads / ladder.head_dim)) <= math.log(2)
+
+
+def test_larger_targets_never_get_smaller_models():
+    ladder = Ladder(accounting="chinchilla")
+    counts = [ladder.shape(target, base(1024)).params for target in np.geomspace(3e3, 3e6, 40)]
+    assert counts == sorted(counts) and len(set(counts)) > 20
+
+
+def test_below_the_window_the_one_layer_shapes_go_on_narrower():
+    """Nothing in the aspect-ratio window is as small as 1e4 parameters with a 1024-piece vocabulary
+    (the narrowest, d16l1, has 19,504): the ladder gives the nearest in N of the narrower one-layer shapes."""
+    shape = Ladder(accounting="chinchilla").shape(1e4, base(1024))
+    assert (shape.name, shape.n_heads, shape.params) == ("d8l1", 1, 8984)
+
+
+def test_the_reported_n_is_the_count_of_the_model_built_from_the_shape():
+    """Independently of the ladder's abstract counts: initialise the model for real and count its tree."""
+    for accounting_name, key, target in [("chinchilla", "params_total", 1.3e5), ("kaplan", "params_nonembedding", 4e4)]:
+        shape = Ladder(accounting=accounting_name).shape(target, base(1024))
+        cfg = TransformerConfig(vocab_size=1024, max_len=128, **{k.split(".")[1]: v for k, v in shape.bindings.items()})
+        tokens = jnp.zeros((1, 8), jnp.int32)
+        params = jax.jit(build_model(cfg).init)(jax.random.PRNGKey(0), {"inputs": tokens})["params"]
+        assert shape.params == accounting.param_counts(params, cfg)[key], shape
+
+
+def test_head_count_is_a_divisor_nearest_the_head_width_that_the_base_allows():
+    ladder = Ladder(accounting="chinchilla")
+    assert ladder.config(base(512), 56, 2).n_heads == 4  # 56 / 16 = 3.5; 4 heads of 14 (7 of 8 is farther)
+    assert ladder.config(base(512), 8, 1).n_heads == 1  # at least one
+    grouped = TransformerConfig(vocab_size=512, n_kv_heads=2)
+    assert ladder.config(grouped, 16, 1).n_heads == 2  # a multiple of the key/value heads
+
+
+@pytest.mark.parametrize("field, value", [("aspect_ratio", 0), ("head_dim", -1), ("mlp_ratio", 0.0),
+                                          ("width_multiple", 0), ("max_layers", 0), ("accounting", "bytes")])
+def test_bad_ladder_fields_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        Ladder(**{field: value})
+
+
+def test_a_sweep_asks_for_sizes_by_n_and_trains_each_for_a_ratio_of_tokens(tiny_corpus):
+    bindings = [*tiny_corpus, "Sweep.models = ()", "Sweep.sizes = (2e4, 6e4)", "Sweep.flops = None",
+                "Sweep.train_tokens_per_param = 20.0", "Sweep.rules = []", "Sweep.grid = {'TrainConfig.seed': (0, 1)}"]
+    plan = sweep_plan.plan_sweep(["sweeps/tiny.gin"], bindings)
+    gin.clear_config()
+    ladder = Ladder(accounting="chinchilla")
+    shapes = [ladder.shape(target, base(512)) for target in (2e4, 6e4)]
+    assert [run.name for run in plan.runs] == [f"{s.name}_seed{seed}" for s in shapes for seed in (0, 1)]
+    for run in plan.runs:
+        shape = shapes[[s.name for s in shapes].index(run.model)]
+        assert run.params == shape.params
+        assert {k: run.config[k] for k in shape.bindings} == shape.bindings
+        assert run.config["TrainConfig.train_tokens"] == round(20.0 * run.params)
+    gin.clear_config()
+
+
+def model_files() -> list:
+    """The dense decoders of configs/models; the GPU-sized ones trace up to 16 layers: slow."""
+    names = sorted(p.stem for p in (REPO / "configs" / "models").glob("*.gin"))
+    small = {"d16", "d32", "d48", "d96", "tiny", "xs", "s", "moe_xs", "moe_xs_top2", "moe_xs_top2_e16"}
+    return [name if name in small else pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
+@pytest.mark.parametrize("name", model_files())
+def test_model_files_still_work_in_sweeps(tiny_corpus, name):
+    plan = sweep_plan.plan_sweep(["sweeps/tiny.gin"], [*tiny_corpus, f"Sweep.models = ('{name}',)", "Sweep.rules = [@lr/PowerLaw()]"])
+    gin.clear_config()
+    assert [run.model for run in plan.runs] == [name, name]
+    counts = sweep_plan.count_params(sweep_plan.run_settings(plan.base, [*plan.bindings, *plan.runs[0].bindings]).model)
+    gin.clear_config()
+    assert plan.runs[0].params == counts["params_active"]

@@ -1,0 +1,131 @@
+"""Model shapes from a rule: how a sweep turns a target parameter count N into a model.
+
+`Ladder.shape(N, base)` gives the decoder shape (d_model, n_layers, n_heads, d_ff) for the target:
+
+- d_model is a multiple of `width_multiple`, d_ff = mlp_ratio * d_model, and n_heads is
+  d_model / head_dim rounded (in log) to a divisor of d_model that the base model accepts (an
+  even head width under RoPE, a multiple of n_kv_heads), at least 1;
+- the shapes considered have 1 to `max_layers` layers and an aspect ratio d_model / n_layers within
+  a factor 2 of `aspect_ratio` (Kaplan et al. 2020 found the loss nearly flat over such a range).
+  Below the smallest of them the one-layer shapes go on narrower, and above the largest the
+  `max_layers` shapes go on wider: where no shape's aspect ratio is within the factor, the
+  nearest aspect ratio a model of that size can have;
+- of those, the shape whose N is nearest the target in log wins (ties: nearer aspect ratio,
+  then fewer layers).
+
+The shapes considered do not depend on the target, so a larger target never gets a smaller model.
+N counts what `accounting` says ('chinchilla': every parameter, 'kaplan': non-embedding ones;
+for a mixture of experts those a token uses, as train.sweep_plan.ACCOUNTING says) of the base
+model, whose other fields (vocabulary, activation, tying, positions, ...) stay as they are.
+
+Counts come from the parameter tree (train.sweep_plan.count_params). The base model's count is a
+polynomial in (d_model, n_layers): matrices grow as d_model^2, norms, biases and embedding tables as
+d_model, and everything but the embeddings with n_layers; six abstract builds fix that polynomial,
+which ranks the candidates, and the chosen shape's own tree gives the N it reports.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Optional
+
+import gin
+import numpy as np
+
+ASPECT_TOLERANCE = 2.0  # shapes within this factor of the target aspect ratio are considered
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    params: int  # N counted on the model's parameter tree, in the ladder's accounting
+
+    @property
+    def name(self) -> str:
+        return f"d{self.d_model}l{self.n_layers}"
+
+    @property
+    def bindings(self) -> dict:
+        return {f"TransformerConfig.{field}": getattr(self, field) for field in ("d_model", "n_layers", "n_heads", "d_ff")}
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Ladder:
+    aspect_ratio: float = 32.0  # target d_model / n_layers
+    head_dim: int = 16  # target width of one attention head
+    mlp_ratio: float = 4.0  # d_ff = mlp_ratio * d_model
+    width_multiple: int = 8  # d_model is a multiple of it
+    max_layers: int = 24
+    accounting: Optional[str] = None  # 'chinchilla' or 'kaplan'; None: the sweep's (Sweep.accounting)
+
+    def __post_init__(self):
+        from train.sweep_plan import ACCOUNTING
+        for name in ("aspect_ratio", "head_dim", "mlp_ratio", "width_multiple", "max_layers"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Ladder.{name} must be positive, got {getattr(self, name)!r}")
+        if self.accounting is not None and self.accounting not in ACCOUNTING:
+            raise ValueError(f"Ladder.accounting = {self.accounting!r} is not one of {list(ACCOUNTING)}")
+
+    def config(self, base, d_model: int, n_layers: int):
+        """The base model config with this ladder's shape of width d_model and depth n_layers."""
+        return dataclasses.replace(base, d_model=d_model, n_layers=n_layers, n_heads=self._heads(base, d_model),
+                                   d_ff=max(1, round(self.mlp_ratio * d_model)))
+
+    def _heads(self, base, d_model: int) -> int:
+        def allowed(n: int) -> bool:
+            return ((base.n_kv_heads is None or n % base.n_kv_heads == 0)
+                    and (base.position != "rope" or (d_model // n) % 2 == 0))
+        divisors = [n for n in range(1, d_model + 1) if d_model % n == 0 and allowed(n)]
+        if not divisors:
+            raise ValueError(f"Ladder: no head count divides d_model = {d_model} as the base model needs")
+        wanted = d_model / self.head_dim
+        return min(divisors, key=lambda n: (abs(math.log(n / wanted)), n))
+
+    def count(self, model_cfg) -> int:
+        """N of a model config, counted on its parameter tree in the ladder's accounting."""
+        from train.sweep_plan import ACCOUNTING, count_params
+        if self.accounting is None:
+            raise ValueError("Ladder.accounting is not set: 'chinchilla' or 'kaplan'")
+        return count_params(model_cfg)[ACCOUNTING[self.accounting]]
+
+    def shape(self, target_params: float, base) -> Shape:
+        """The shape for a target N (see the module's docstring), its N counted on its parameter tree."""
+        if not target_params > 0:
+            raise ValueError(f"Ladder: a target parameter count must be positive, got {target_params!r}")
+        first_layer = max(1, base.moe_every)  # a mixture of experts needs moe_every layers at least
+        layers = np.arange(first_layer, max(first_layer, self.max_layers) + 1)[:, None]
+        # N >= d_model^2 (the query projection alone), so wider shapes overshoot every target.
+        widest = self.width_multiple * math.ceil(2 * math.sqrt(target_params) / self.width_multiple + 1)
+        widths = np.arange(self.width_multiple, widest + 1, self.width_multiple)[None, :]
+        aspect = widths / layers
+        considered = np.abs(np.log(aspect / self.aspect_ratio)) <= math.log(ASPECT_TOLERANCE)
+        considered |= (layers == layers[0]) & (aspect < self.aspect_ratio)
+        considered |= (layers == layers[-1]) & (aspect > self.aspect_ratio)
+        per_layer, rest = _count_polynomial(self, base, first_layer)
+        estimate = np.maximum(np.polyval(rest, widths) + layers * np.polyval(per_layer, widths), 1.0)
+        miss = np.where(considered, np.abs(np.log(estimate / target_params)), np.inf)
+        order = np.lexsort((np.broadcast_to(layers, miss.shape).ravel(),
+                            np.abs(np.log(aspect / self.aspect_ratio)).ravel(), miss.ravel()))
+        row, column = np.unravel_index(order[0], miss.shape)
+        model_cfg = self.config(base, int(widths[0, column]), int(layers[row, 0]))
+        return Shape(model_cfg.d_model, model_cfg.n_layers, model_cfg.n_heads, model_cfg.d_ff, self.count(model_cfg))
+
+
+@functools.cache
+def _count_polynomial(ladder: Ladder, base, first_layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients in d_model of N's per-layer part and of the rest, from six counted models."""
+    width = math.lcm(ladder.width_multiple, ladder.head_dim)
+    widths = [width, 2 * width, 3 * width]
+
+    def quadratic(n_layers: int) -> np.ndarray:
+        counts = [ladder.count(ladder.config(base, d, n_layers)) for d in widths]
+        return np.polyfit(widths, counts, 2)
+
+    shallow, deep = quadratic(first_layer), quadratic(2 * first_layer)
+    per_layer = (deep - shallow) / first_layer
+    return per_layer, shallow - first_layer * per_layer
