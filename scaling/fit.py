@@ -2,12 +2,16 @@
 
     python -m scaling.fit DIR/results.jsonl [--out DIR/fits.json]
         [--accounting kaplan|chinchilla|both] [--bootstrap K]
+        [--fix E=1.7] [--fix alpha=0.3] [--tie_exponents] [--weight_by_se]
 
 Prints a table (parameters with bootstrap intervals, exponents, N_opt and D_opt
-at a few budgets) and writes the same as JSON. Fits what the rows allow:
+at a few budgets, and a warning for each parameter the runs do not identify)
+and writes the same as JSON. Fits what the rows allow (scaling/sweep_fits.py):
 Chinchilla Approach 3 and the KM laws always, IsoFLOP (Approach 2) when rows
-carry `budget`, data-constrained when they carry `unique_tokens` and some run
-repeats data. Bad input: one line on stderr, exit status 2.
+carry `budget`, Approach 1 when the runs' metrics.jsonl lie beside the
+results, data-constrained when rows carry `unique_tokens` and some run
+repeats data. --fix and --tie_exponents constrain Approach 3's law.
+Bad input: one line on stderr, exit status 2.
 """
 from __future__ import annotations
 
@@ -18,20 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.chinchilla import fit_chinchilla
-from scaling.data_constrained import fit_data_constrained
-from scaling.inputs import arrays_from_rows, load_results
-from scaling.isoflop import fit_isoflop
-from scaling.kaplan import fit_kaplan
+from scaling.inputs import arrays_from_rows, fit_rows, load_results
+from scaling.sweep_fits import FORMS, LAWS, fit_sweep
 
-MIN_RUNS = 6  # Approach 3 has five parameters
-
-FORMS = {
-    "chinchilla": "L = E + A/N^alpha + B/D^beta (Approach 3)",
-    "kaplan": "L = (X_c/X)^alpha_X, X = N, D, C; joint [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D",
-    "isoflop": "parabolas per budget (Approach 2): N_opt = k C^a, D_opt = k C^b",
-    "data_constrained": "Chinchilla's law in effective N', D' (Muennighoff et al. 2023)",
-}
+FIXABLE = ("E", "alpha", "beta")
 
 
 class InputError(Exception):
@@ -43,30 +37,14 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-def _fits(arrays, bootstrap):
-    """{law: fit or error message} for everything these arrays allow."""
-    N, D, C, loss = (arrays[k] for k in ("N", "D", "C", "loss"))
-    tasks = {
-        "chinchilla": lambda: fit_chinchilla(N, D, loss, bootstrap=bootstrap),
-        "kaplan": lambda: fit_kaplan(N=N, D=D, C=C, loss=loss, bootstrap=bootstrap),
-    }
-    if "budget" in arrays:
-        tasks["isoflop"] = lambda: fit_isoflop(N, D, loss, arrays["budget"], bootstrap=bootstrap)
-    if "unique_tokens" in arrays and np.any(D > arrays["unique_tokens"]):
-        tasks["data_constrained"] = lambda: fit_data_constrained(
-            N, D, arrays["unique_tokens"], loss, bootstrap=bootstrap)
-    out = {}
-    for law, task in tasks.items():
-        try:
-            out[law] = task()
-        except (ValueError, RuntimeError) as err:
-            out[law] = f"not fitted: {err}"
-    return out
-
-
 def _budgets(C):
     """The largest budget in the data and 10x, 100x, 1000x it: the extrapolations one plans."""
     return float(np.max(C)) * 10.0 ** np.arange(4)
+
+
+def _warnings(fit):
+    """What the fit says it could not determine: identification diagnostics, Approach 2's budgets."""
+    return [*getattr(fit, "diagnostics", {}).get("warnings", []), *getattr(fit, "warnings", [])]
 
 
 def _report(accounting, arrays, fits, lines):
@@ -87,8 +65,12 @@ def _report(accounting, arrays, fits, lines):
             ci = fit.intervals.get(name)
             ci = f"  [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
             lines.append(f"  {name:<14}{value:>12.4g}{ci}")
+        if "huber_objective" in d:
+            lines.append(f"  {'objective':<14}{d['huber_objective']:>12.5g}  (summed Huber loss of log residuals)")
+        lines.extend(f"  warning: {w}" for w in _warnings(fit))
         if hasattr(fit, "optimal_allocation") and getattr(fit, "a", None) is not None:
-            n_opt, d_opt = fit.optimal_allocation(budgets)
+            with np.errstate(all="ignore"):
+                n_opt, d_opt = fit.optimal_allocation(budgets)
             d["allocation"] = [{"C": float(c), "N_opt": float(n), "D_opt": float(t)}
                                for c, n, t in zip(budgets, n_opt, d_opt)]
             lines.append(f"  {'C':>12}{'N_opt':>12}{'D_opt':>12}")
@@ -98,6 +80,30 @@ def _report(accounting, arrays, fits, lines):
     return out
 
 
+def _constraints(args):
+    fixed = {}
+    for item in args.fix:
+        name, equals, value = item.partition("=")
+        if not equals or name not in FIXABLE:
+            raise InputError(f"--fix {item!r}: expected NAME=VALUE with NAME one of {', '.join(FIXABLE)}")
+        try:
+            fixed[name] = float(value)
+        except ValueError:
+            raise InputError(f"--fix {item!r}: {value!r} is not a number") from None
+    return {"fixed": fixed, "tie_exponents": args.tie_exponents}
+
+
+def _json_ready(value):
+    """Non-finite floats as null: JSON has no NaN or infinity."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
 def main(argv=None):
     parser = _Parser(prog="python -m scaling.fit", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl")
@@ -105,24 +111,35 @@ def main(argv=None):
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla", "both"], default="both")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K",
                         help="bootstrap resamples for confidence intervals (default 0: none)")
+    parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                        help="hold an Approach 3 parameter (E, alpha or beta) at a value; repeatable")
+    parser.add_argument("--tie_exponents", action="store_true", help="Approach 3 with alpha = beta")
+    parser.add_argument("--weight_by_se", action="store_true",
+                        help="weight each run by 1/SE^2 of its eval loss (rows need final_eval_loss_se)")
     try:
         args = parser.parse_args(argv)
         if args.bootstrap < 0:
             raise InputError("--bootstrap must be >= 0")
+        constraints = _constraints(args)
         rows = load_results(args.results)
         accountings = ["kaplan", "chinchilla"] if args.accounting == "both" else [args.accounting]
         data = {acc: arrays_from_rows(rows, acc) for acc in accountings}
-        if len(rows) < MIN_RUNS:
-            raise InputError(f"{args.results}: {len(rows)} runs, need at least {MIN_RUNS} to fit")
+        minimum = 6 - len(constraints["fixed"]) - constraints["tie_exponents"]
+        if len(fit_rows(rows)) < minimum:
+            raise InputError(f"{args.results}: {len(fit_rows(rows))} runs, need at least {minimum} to fit")
+        if args.weight_by_se and "loss_se" not in data[accountings[0]]:
+            raise InputError("--weight_by_se: some row has no final_eval_loss_se")
     except (InputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     lines, result = [], {"results": str(args.results), "fits": {}}
     for acc, arrays in data.items():
-        result["fits"][acc] = _report(acc, arrays, _fits(arrays, args.bootstrap), lines)
+        fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
+                         weight_by_se=args.weight_by_se, chinchilla_options=constraints)
+        result["fits"][acc] = _report(acc, arrays, fits, lines)
     out = Path(args.out) if args.out else Path(args.results).with_name("fits.json")
     try:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        out.write_text(json.dumps(_json_ready(result), indent=2) + "\n")
     except OSError as err:
         print(f"error: cannot write {out}: {err.strerror}", file=sys.stderr)
         return 2

@@ -71,20 +71,31 @@ def load_results(path):
     return rows
 
 
+def fit_rows(rows):
+    """The rows a fit uses: all but a sweep's verification runs, which are held out to test predictions."""
+    return [r for r in rows if r.get("role") != "verification"]
+
+
 def arrays_from_rows(rows, accounting="chinchilla"):
-    """{N, D, C, loss[, budget][, unique_tokens]} arrays from results rows.
+    """{N, D, C, loss[, loss_se][, budget][, unique_tokens]} arrays from results rows.
 
     accounting: 'kaplan' (non-embedding N, C = 6 N D) or 'chinchilla' (all
     parameters, full FLOP count). loss is `final_eval_loss` when every row has
-    one (held-out loss is what the laws describe), else `final_loss`.
+    one (held-out loss is what the laws describe), else `final_loss`; then
+    `loss_se` is its standard error over eval documents, where every row has it.
     `budget` and `unique_tokens` come back only when every row has them.
+    Verification runs (role 'verification') are left out: see `fit_rows`.
     """
     if accounting not in ACCOUNTING:
         raise ValueError(f"unknown accounting {accounting!r}; use one of {sorted(ACCOUNTING)}")
+    rows = fit_rows(rows)
+    if not rows:
+        raise ValueError("no rows to fit: every row is a verification run")
     n_key, c_key = ACCOUNTING[accounting]
-    loss_key = "final_eval_loss" if all(r.get("final_eval_loss") is not None for r in rows) \
-        else "final_loss"
-    keys = {"N": n_key, "D": "tokens", "C": c_key, "loss": loss_key}
+    evals = all(r.get("final_eval_loss") is not None for r in rows)
+    keys = {"N": n_key, "D": "tokens", "C": c_key, "loss": "final_eval_loss" if evals else "final_loss"}
+    if evals and all(r.get("final_eval_loss_se") is not None for r in rows):
+        keys["loss_se"] = "final_eval_loss_se"
     keys.update({k: k for k in ("budget", "unique_tokens") if all(k in r for r in rows)})
     out = {}
     for name, key in keys.items():

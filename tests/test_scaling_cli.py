@@ -54,8 +54,10 @@ def test_writes_table_and_json_for_both_accountings(fitted, capsys):
     for text in ("accounting: kaplan", "accounting: chinchilla", "isoflop:", "chinchilla:",
                  "kaplan:", "alpha", "N_opt", "D_opt", str(out)):
         assert text in table
-    # The data repeat nothing (unique_tokens far above tokens), so no data-constrained fit.
-    assert "data_constrained" not in table
+    # The data repeat nothing (unique_tokens far above tokens), so no data-constrained fit, and
+    # there are no run directories with training curves for Approach 1.
+    assert "data_constrained: not fitted: no run repeats data" in table
+    assert "envelope: not fitted: no training curve at" in table
     fits = json.loads(out.read_text())["fits"]
     assert set(fits) == {"kaplan", "chinchilla"}
     iso = fits["kaplan"]["isoflop"]
@@ -88,7 +90,7 @@ def test_data_constrained_fit_when_runs_repeat_data(tmp_path, capsys):
     results = write_rows(tmp_path / "results.jsonl", rows)
     assert main([str(results), "--accounting", "kaplan"]) == 0
     table = capsys.readouterr().out
-    assert "data_constrained" in table
+    assert "data_constrained: Chinchilla's law in effective N', D'" in table
 
 
 @pytest.mark.parametrize("content, problem", [

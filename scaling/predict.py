@@ -1,0 +1,156 @@
+"""Predict, then verify: the compute-optimal run at a budget, and its loss, from each approach.
+
+    python -m scaling.predict DIR/results.jsonl --flops C [--accounting chinchilla|kaplan]
+        [--bootstrap K] [--out prediction.json]
+
+C counts FLOPs as 6 N D with the accounting's N (the sweep's nominal budgets).
+For each approach the table gives N_opt, D_opt and the loss predicted there,
+each with its percentile bootstrap interval:
+
+- Approach 3 and KM: the fitted law's optimum along C = 6 N D and the law's
+  loss at it;
+- Approach 2: N_opt and D_opt from the power laws through the IsoFLOP minima,
+  and the loss from a power law in C through the minima's losses (Approach 2
+  has no L(N, D) of its own).
+
+A sweep with `Sweep.verify_factor` trains the Approach 3 optimum at a budget
+beyond its largest and records this prediction beside what it measured
+(train/sweep.py). Verification rows never enter the fits (scaling.inputs.fit_rows).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from scaling.inputs import load_results
+from scaling.powerlaw import fit_power_law
+from scaling.sweep_fits import LABELS, fit_sweep
+
+APPROACHES = ("chinchilla", "kaplan", "isoflop")
+
+
+def _interval(values, level):
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
+    if len(values) < 2:
+        return None
+    tail = 50.0 * (1.0 - level)
+    return [float(v) for v in np.percentile(values, [tail, 100.0 - tail])]
+
+
+def _optimum(law, fit, flops):
+    """(N_opt, D_opt, loss there) of one fit at `flops`; Nones where the fit cannot give them."""
+    with np.errstate(all="ignore"):
+        try:
+            n_opt, d_opt = (float(x) for x in fit.optimal_allocation(flops))
+        except (ValueError, TypeError):
+            return None, None, None
+        if law == "isoflop":
+            C, _, _, loss_opt = np.array(fit.minima).T
+            trend = fit_power_law(C, loss_opt)
+            loss = None if trend is None else float(trend(flops))
+        else:
+            loss = float(fit.predict(n_opt, d_opt))
+    return n_opt, d_opt, loss
+
+
+def predict_from_fits(fits, flops, level=0.95):
+    """{approach: {N_opt, D_opt, loss, and their intervals}} at `flops`, from fit_sweep's fits."""
+    out = {}
+    for law, fit in fits.items():
+        if isinstance(fit, str):
+            out[law] = {"error": fit}
+            continue
+        n_opt, d_opt, loss = _optimum(law, fit, flops)
+        replicates = [_optimum(law, r, flops) for r in fit.replicate_fits]
+        out[law] = {"N_opt": n_opt, "D_opt": d_opt, "loss": loss,
+                    "N_opt_interval": _interval([r[0] for r in replicates], level),
+                    "D_opt_interval": _interval([r[1] for r in replicates], level),
+                    "interval": _interval([r[2] for r in replicates], level),
+                    "a": None if fit.a is None else float(fit.a), "replicates": fit.replicates}
+    return out
+
+
+def loss_from_fits(fits, N, D, level=0.95):
+    """{approach: {loss, interval}} at a given (N, D), for the fits with an L(N, D)."""
+    out = {}
+    for law, fit in fits.items():
+        if isinstance(fit, str) or law == "isoflop":
+            continue
+        with np.errstate(all="ignore"):
+            out[law] = {"loss": float(fit.predict(N, D)),
+                        "interval": _interval([float(r.predict(N, D)) for r in fit.replicate_fits
+                                               if r.law != "kaplan" or r.joint is not None], level)}
+    return out
+
+
+def predict(rows, flops, accounting="chinchilla", bootstrap=200, seed=0, level=0.95):
+    """Each approach's compute-optimal N and D at `flops` and its predicted loss there (see the module doc)."""
+    return predict_from_fits(fit_sweep(rows, accounting, bootstrap, seed, laws=APPROACHES), flops, level)
+
+
+def predicted_loss(rows, N, D, accounting="chinchilla", bootstrap=200, seed=0, level=0.95):
+    """Approach 3's and KM's predicted loss at (N, D), with bootstrap intervals."""
+    return loss_from_fits(fit_sweep(rows, accounting, bootstrap, seed, laws=("chinchilla", "kaplan")),
+                          N, D, level)
+
+
+def _with_interval(value, interval, spec):
+    if value is None:
+        return "n/a"
+    text = format(value, spec)
+    return text if interval is None else f"{text} [{format(interval[0], spec)}, {format(interval[1], spec)}]"
+
+
+def report(prediction, flops, accounting, bootstrap):
+    lines = [f"compute-optimal run at C = {flops:.3g} FLOPs ({accounting} accounting; "
+             f"{bootstrap} bootstrap resamples, 95% intervals)",
+             f"{'approach':<12}{'N_opt':<30}{'D_opt':<30}{'loss (nats/token)':<28}a"]
+    for law, entry in prediction.items():
+        if "error" in entry:
+            lines.append(f"{LABELS[law]:<12}{entry['error']}")
+            continue
+        lines.append(f"{LABELS[law]:<12}{_with_interval(entry['N_opt'], entry['N_opt_interval'], '.3g'):<30}"
+                     f"{_with_interval(entry['D_opt'], entry['D_opt_interval'], '.3g'):<30}"
+                     f"{_with_interval(entry['loss'], entry['interval'], '.4f'):<28}{_with_interval(entry['a'], None, '.3f')}")
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def main(argv=None):
+    parser = _Parser(prog="python -m scaling.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("results", help="a sweep's results.jsonl")
+    parser.add_argument("--flops", type=float, required=True, help="the budget C = 6 N D to plan for")
+    parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
+    parser.add_argument("--bootstrap", type=int, default=200, metavar="K")
+    parser.add_argument("--out", help="also write the prediction as JSON here")
+    try:
+        args = parser.parse_args(argv)
+        if not args.flops > 0 or not np.isfinite(args.flops):
+            raise ValueError(f"--flops must be a positive number, got {args.flops}")
+        if args.bootstrap < 0:
+            raise ValueError("--bootstrap must be >= 0")
+        prediction = predict(load_results(args.results), args.flops, args.accounting, args.bootstrap)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report(prediction, args.flops, args.accounting, args.bootstrap))
+    if args.out:
+        try:
+            Path(args.out).write_text(json.dumps({"flops": args.flops, "accounting": args.accounting,
+                                                  "prediction": prediction}, indent=2) + "\n")
+        except OSError as err:
+            print(f"error: cannot write {args.out}: {err.strerror}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Every law a sweep's results allow, fitted in one call.
+
+`python -m scaling.fit`, `python -m scaling.predict` and the notebook all fit
+through `fit_sweep`, so the three report the same fits. A law the rows cannot
+support comes back as a string saying why, not as an error:
+
+- 'chinchilla' (Approach 3) and 'kaplan' (KM's laws): always tried;
+- 'isoflop' (Approach 2): when the rows carry their IsoFLOP `budget`;
+- 'envelope' (Approach 1): when each run's metrics.jsonl lies beside results.jsonl;
+- 'data_constrained': when the rows carry `unique_tokens` and some run repeats data.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from scaling.chinchilla import fit_chinchilla
+from scaling.data_constrained import fit_data_constrained
+from scaling.envelope import fit_envelope
+from scaling.inputs import ACCOUNTING, arrays_from_rows, fit_rows
+from scaling.isoflop import fit_isoflop
+from scaling.kaplan import fit_kaplan
+
+LAWS = ("chinchilla", "kaplan", "isoflop", "envelope", "data_constrained")
+LABELS = {"chinchilla": "Approach 3", "kaplan": "KM", "isoflop": "Approach 2", "envelope": "Approach 1",
+          "data_constrained": "data-constrained"}
+FORMS = {
+    "chinchilla": "L = E + A/N^alpha + B/D^beta (Approach 3)",
+    "kaplan": "L = (X_c/X)^alpha_X, X = N, D, C; joint [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D",
+    "isoflop": "parabolas per budget (Approach 2): N_opt = k C^a, D_opt = k C^b",
+    "envelope": "lower envelope of the training curves (Approach 1): N_opt = k C^a, D_opt = k C^b",
+    "data_constrained": "Chinchilla's law in effective N', D' (Muennighoff et al. 2023)",
+}
+
+
+def training_curves(rows, results_dir, accounting="chinchilla", smooth_fraction=0.1):
+    """Each run's training curve (N, FLOPs and tokens so far, loss) from DIR/<run>/metrics.jsonl.
+
+    The loss is smoothed by a running mean over `smooth_fraction` of the curve,
+    as Hoffmann et al. smooth theirs before taking the envelope. FLOPs so far
+    are the run's total in the accounting, pro rata to its tokens.
+    """
+    n_key, c_key = ACCOUNTING[accounting]
+    curves = []
+    for row in fit_rows(rows):
+        path = Path(results_dir) / row["run"] / "metrics.jsonl"
+        if not path.is_file():
+            raise ValueError(f"no training curve at {path}")
+        train = [m for m in map(json.loads, path.read_text().splitlines()) if "loss" in m]
+        tokens, loss = (np.array([m[k] for m in train], float) for k in ("tokens", "loss"))
+        window = max(1, len(loss) // round(1 / smooth_fraction))
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        tokens = tokens[window - 1:]
+        curves.append({"N": row[n_key], "tokens": tokens, "loss": smooth,
+                       "flops": row[c_key] * tokens / row["tokens"]})
+    return curves
+
+
+def se_weights(arrays):
+    """Per-run weights 1/SE^2 of the eval loss, scaled to average 1; None when the rows carry no SE."""
+    se = arrays.get("loss_se")
+    if se is None:
+        return None
+    w = 1.0 / se**2
+    return w / w.mean()
+
+
+def _attempt(fit, bootstrap):
+    """fit(bootstrap), retried without the bootstrap when a degenerate resample breaks it."""
+    try:
+        return fit(bootstrap)
+    except ArithmeticError:
+        return fit(0)
+
+
+def fit_sweep(rows, accounting="chinchilla", bootstrap=0, seed=0, results_dir=None, laws=LAWS,
+              weight_by_se=False, chinchilla_options=None):
+    """{law: fit, or 'not fitted: why'} for every law in `laws` that the rows allow.
+
+    results_dir: where each run's directory (with metrics.jsonl) lies, for
+        Approach 1; None leaves it out.
+    weight_by_se: weight each run by 1/SE^2 of its eval loss (needs final_eval_loss_se).
+    chinchilla_options: constraints for Approach 3, e.g. {'fixed': {'E': 1.7}, 'tie_exponents': True}.
+    """
+    arrays = arrays_from_rows(rows, accounting)
+    N, D, C, loss = (arrays[k] for k in ("N", "D", "C", "loss"))
+    weights = se_weights(arrays) if weight_by_se else None
+    if weight_by_se and weights is None:
+        raise ValueError("weight_by_se needs final_eval_loss_se in every row")
+    common = dict(seed=seed, weights=weights)
+    options = dict(chinchilla_options or {})
+    tasks = {
+        "chinchilla": lambda k: fit_chinchilla(N, D, loss, bootstrap=k, **common, **options),
+        "kaplan": lambda k: fit_kaplan(N=N, D=D, C=C, loss=loss, bootstrap=k, **common),
+        "isoflop": lambda k: fit_isoflop(N, D, loss, arrays["budget"], bootstrap=k, **common),
+        "envelope": lambda k: fit_envelope(training_curves(rows, results_dir, accounting), bootstrap=k,
+                                           seed=seed),
+        "data_constrained": lambda k: fit_data_constrained(N, D, arrays["unique_tokens"], loss,
+                                                           bootstrap=k, **common),
+    }
+    unavailable = {
+        "isoflop": None if "budget" in arrays else "the rows carry no IsoFLOP budget",
+        "envelope": None if results_dir is not None else "no run directories given for training curves",
+        "data_constrained": None if "unique_tokens" in arrays and np.any(D > arrays["unique_tokens"])
+        else "no run repeats data",
+    }
+    out = {}
+    for law in laws:
+        if unavailable.get(law):
+            out[law] = f"not fitted: {unavailable[law]}"
+            continue
+        try:
+            out[law] = _attempt(tasks[law], bootstrap)
+        except (ValueError, RuntimeError, ArithmeticError) as err:
+            out[law] = f"not fitted: {err}"
+    return out
+
+
+def allocating(fits):
+    """The fits among `fits` ({law: fit or str}) that give a compute-optimal allocation."""
+    out = {}
+    for law, fit in fits.items():
+        if isinstance(fit, str) or getattr(fit, "a", None) is None:
+            continue
+        with np.errstate(all="ignore"):
+            if np.all(np.isfinite(fit.optimal_allocation(np.array([1e15, 1e20])))):
+                out[law] = fit
+    return out
