@@ -75,37 +75,55 @@ class BudgetProfile:
         return {**asdict(self), "off_centre": self.off_centre}
 
 
+def windowed_parabola(log_x, y, w, window=WINDOW):
+    """A parabola in log x through the points within `window`x of the lowest y, and its vertex.
+
+    Returns (distinct log x inside the window, (c2, c1, c0) or None with fewer
+    than 3 of them, the vertex's log x or None when it is not strictly inside
+    them or the parabola opens downwards). Shared by the IsoFLOP profiles and
+    the learning-rate fit (scaling/learning_rate.py).
+    """
+    use = w > 0
+    best = np.flatnonzero(use)[np.argmin(y[use])]
+    use &= np.abs(log_x - log_x[best]) <= np.log(window) + EDGE_TOLERANCE
+    inside = np.unique(log_x[use])
+    if len(inside) < 3:
+        return inside, use, None, None
+    parabola = tuple(float(c) for c in np.polyfit(log_x[use], y[use], 2, w=np.sqrt(w[use])))
+    c2, c1, _ = parabola
+    vertex = -c1 / (2.0 * c2) if c2 > 0 else None
+    if vertex is not None and not inside[0] + EDGE_TOLERANCE < vertex < inside[-1] - EDGE_TOLERANCE:
+        vertex = None
+    return inside, use, parabola, vertex
+
+
 def budget_profile(N, D, loss, budget, weights=None, window=WINDOW, min_each_side=MIN_EACH_SIDE):
     """The IsoFLOP profile of one budget's runs (arrays over its runs; weights 0 leave a run out)."""
     log_n, log_d, loss = np.log(np.asarray(N, float)), np.log(np.asarray(D, float)), np.asarray(loss, float)
     w = np.ones(len(loss)) if weights is None else np.asarray(weights, float)
-    use = w > 0
-    best = np.flatnonzero(use)[np.argmin(loss[use])]
-    profile = BudgetProfile(budget=float(budget), sizes=len(np.unique(log_n[use])),
+    present = w > 0
+    best = np.flatnonzero(present)[np.argmin(loss[present])]
+    profile = BudgetProfile(budget=float(budget), sizes=len(np.unique(log_n[present])),
                             best_n=float(np.exp(log_n[best])))
-    use &= np.abs(log_n - log_n[best]) <= np.log(window) + EDGE_TOLERANCE
-    sizes = np.unique(log_n[use])
+    sizes, use, parabola, vertex = windowed_parabola(log_n, loss, w, window)
+    profile.parabola = parabola
     centre = log_n[best]
-    if len(sizes) >= 3:
-        sw = np.sqrt(w[use])
-        c2, c1, c0 = np.polyfit(log_n[use], loss[use], 2, w=sw)
-        profile.parabola = (float(c2), float(c1), float(c0))
-        vertex = -c1 / (2.0 * c2) if c2 > 0 else None
-        if vertex is not None and sizes[0] + EDGE_TOLERANCE < vertex < sizes[-1] - EDGE_TOLERANCE:
-            centre = vertex
-            # D at the optimum from the budget's own (N, D) pairs: equals C/(6 N_opt)
-            # when the runs satisfy C = 6 N D, and stays right under other FLOP counts.
-            slope, intercept = np.polyfit(log_n[use], log_d[use], 1, w=sw)
-            profile.n_opt, profile.d_opt = float(np.exp(vertex)), float(np.exp(intercept + slope * vertex))
-            profile.loss_opt = float(c0 - c1**2 / (4.0 * c2))
-            profile.reach_low = float(np.exp(sizes[0] - vertex))
-            profile.reach_high = float(np.exp(sizes[-1] - vertex))
-        elif c2 <= 0:
-            profile.reason = "the profile is flat or concave: no minimum to place"
+    if vertex is not None:
+        c2, c1, c0 = parabola
+        centre = vertex
+        # D at the optimum from the budget's own (N, D) pairs: equals C/(6 N_opt)
+        # when the runs satisfy C = 6 N D, and stays right under other FLOP counts.
+        slope, intercept = np.polyfit(log_n[use], log_d[use], 1, w=np.sqrt(w[use]))
+        profile.n_opt, profile.d_opt = float(np.exp(vertex)), float(np.exp(intercept + slope * vertex))
+        profile.loss_opt = float(c0 - c1**2 / (4.0 * c2))
+        profile.reach_low = float(np.exp(sizes[0] - vertex))
+        profile.reach_high = float(np.exp(sizes[-1] - vertex))
+    elif parabola is not None and parabola[0] <= 0:
+        profile.reason = "the profile is flat or concave: no minimum to place"
     profile.sizes_below = int(np.sum(sizes < centre - EDGE_TOLERANCE))
     profile.sizes_above = int(np.sum(sizes > centre + EDGE_TOLERANCE))
     low, high = profile.sizes_below < min_each_side, profile.sizes_above < min_each_side
-    if profile.parabola is not None and profile.parabola[0] <= 0:
+    if parabola is not None and parabola[0] <= 0:
         low = high = True
     profile.open_side = "both" if low and high else "low" if low else "high" if high else None
     profile.bracketed = profile.interior and profile.open_side is None

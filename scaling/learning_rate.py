@@ -1,0 +1,170 @@
+"""The best learning rate of each model size, and a power law through them.
+
+    python -m scaling.learning_rate DIR/results.jsonl [--accounting chinchilla|kaplan]
+        [--key lr_schedule.peak_lr] [--bootstrap K] [--reference_params 1e5] [--out DIR/lr_fit.json]
+
+A learning-rate sweep trains each size at several rates (configs/sweeps/lr_cpu.gin).
+For each size, a parabola of eval loss in log(rate) through the rates within
+4x of its best gives the optimal rate; a size whose best rate sits at the
+edge of its grid is left out (its optimum is outside what was tried). Then
+eta_opt = value * (N / reference_params)^exponent is fitted by least squares
+in log-log space, as DeepSeek LLM (2024) fitted eta_opt and B_opt against
+compute; bootstrap intervals resample the runs within each size.
+
+The command prints the per-size optima, the law with its intervals, and the
+gin lines that make a sweep use it (train/sweep_rules.py's PowerLaw).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaling.bootstrap import bootstrap_counts, percentile_intervals
+from scaling.inputs import ACCOUNTING, canonical_order, fit_rows, load_results, positive_arrays
+from scaling.isoflop import windowed_parabola
+from scaling.powerlaw import fit_power_law
+
+WINDOW = 4.0  # rates within this factor of a size's best enter its parabola
+KEY = "lr_schedule.peak_lr"
+
+
+@dataclass
+class LearningRateFit:
+    sizes: list  # per size: {N, rates, losses, best_rate, optimal_rate (None at the grid's edge), reason}
+    exponent: float
+    value: float  # eta_opt at reference_params
+    reference_params: float
+    intervals: dict = field(default_factory=dict)  # 'exponent', 'value' -> (lo, hi)
+    replicates: int = 0
+
+    def __call__(self, N):
+        return self.value * (np.asarray(N, float) / self.reference_params) ** self.exponent
+
+    def gin_rule(self, source: str, scope: str = "lr"):
+        """The gin lines that make a sweep set its peak rate by this law."""
+        return [f"{scope}/PowerLaw.binding = '{KEY}'", f"{scope}/PowerLaw.value = {self.value:.3g}",
+                f"{scope}/PowerLaw.reference_params = {self.reference_params:.3g}",
+                f"{scope}/PowerLaw.exponent = {self.exponent:.3g}",
+                f"{scope}/PowerLaw.source = {source!r}"]
+
+    def to_dict(self):
+        return {"sizes": self.sizes, "exponent": self.exponent, "value": self.value,
+                "reference_params": self.reference_params,
+                "intervals": {k: list(v) for k, v in self.intervals.items()}, "replicates": self.replicates}
+
+
+def _size_optimum(log_rate, loss, w):
+    """(optimal rate or None, why not) of one size's runs."""
+    rates, _, _, vertex = windowed_parabola(log_rate, loss, w, WINDOW)
+    if vertex is None:
+        best = log_rate[w > 0][np.argmin(loss[w > 0])]
+        edge = "lowest" if best == rates[0] else "highest" if best == rates[-1] else None
+        return None, (f"the best rate is the {edge} tried" if edge else "no parabola minimum near the best rate")
+    return float(np.exp(vertex)), ""
+
+
+def _law(N, log_rate, loss, w, sizes, reference_params):
+    optima = [(n, _size_optimum(log_rate[N == n], loss[N == n], w[N == n])[0]) for n in sizes]
+    optima = [(n, r) for n, r in optima if r is not None]
+    law = fit_power_law(np.array([n for n, _ in optima]) / reference_params, [r for _, r in optima]) \
+        if len(optima) >= 2 else None
+    return None if law is None else {"exponent": law.exponent, "value": law.coefficient}
+
+
+def fit_optimal_learning_rate(rows, accounting="chinchilla", key=KEY, bootstrap=0, seed=0, level=0.95,
+                              reference_params=None):
+    """Fit eta_opt = value (N / reference_params)^exponent to a learning-rate sweep's results rows.
+
+    reference_params: default the geometric mean of the sizes (where value is best determined).
+    """
+    rows = fit_rows(rows)
+    missing = [r.get("run", i) for i, r in enumerate(rows) if key not in r.get("config", {})]
+    if missing:
+        raise ValueError(f"run {missing[0]} does not set {key} in its config")
+    n_key = ACCOUNTING[accounting][0]
+    N, rate, loss = positive_arrays(N=[r[n_key] for r in rows], rate=[r["config"][key] for r in rows],
+                                    loss=[r["final_eval_loss"] for r in rows])
+    order = canonical_order(N, rate, loss)  # any order of the rows gives the same fit, bit for bit
+    N, rate, loss = N[order], rate[order], loss[order]
+    sizes = np.unique(N)
+    if len(sizes) < 2:
+        raise ValueError(f"need runs of at least 2 sizes, got {len(sizes)}")
+    reference_params = float(np.exp(np.mean(np.log(sizes)))) if reference_params is None else reference_params
+    log_rate, w = np.log(rate), np.ones(len(N))
+    table = []
+    for n in sizes:
+        m = N == n
+        optimum, reason = _size_optimum(log_rate[m], loss[m], w[m])
+        order = np.argsort(rate[m])
+        table.append({"N": float(n), "rates": rate[m][order].tolist(), "losses": loss[m][order].tolist(),
+                      "best_rate": float(rate[m][np.argmin(loss[m])]), "optimal_rate": optimum,
+                      "reason": reason})
+    law = _law(N, log_rate, loss, w, sizes, reference_params)
+    if law is None:
+        raise ValueError("fewer than 2 sizes have their best rate inside the rates tried: widen the grid")
+    fit = LearningRateFit(sizes=table, reference_params=reference_params, **law)
+    if bootstrap:
+        replicates = [_law(N, log_rate, loss, c, sizes, reference_params)
+                      for c in bootstrap_counts(len(N), bootstrap, seed, groups=N)]
+        replicates = [r for r in replicates if r is not None]
+        fit.intervals, fit.replicates = percentile_intervals(replicates, level), len(replicates)
+    return fit
+
+
+def report(fit, accounting):
+    lines = [f"{'N (' + accounting + ')':>18}  {'best tried':>10}  {'optimum':>10}  eval loss by rate"]
+    for s in fit.sizes:
+        losses = "  ".join(f"{r:.3g}:{l:.4f}" for r, l in zip(s["rates"], s["losses"]))
+        optimum = f"{s['optimal_rate']:.3g}" if s["optimal_rate"] else f"- ({s['reason']})"
+        lines.append(f"{s['N']:>18,.0f}  {s['best_rate']:>10.3g}  {optimum:>10}  {losses}")
+    ci = fit.intervals
+    lines.append(f"eta_opt = {fit.value:.3g} (N / {fit.reference_params:.3g})^{fit.exponent:.3f}" +
+                 (f"; 95% intervals: value [{ci['value'][0]:.3g}, {ci['value'][1]:.3g}], exponent "
+                  f"[{ci['exponent'][0]:.3f}, {ci['exponent'][1]:.3f}] ({fit.replicates} resamples)"
+                  if ci else ""))
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def main(argv=None):
+    parser = _Parser(prog="python -m scaling.learning_rate", description=__doc__.split("\n")[0])
+    parser.add_argument("results", help="a learning-rate sweep's results.jsonl")
+    parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
+    parser.add_argument("--key", default=KEY, help=f"the config binding swept (default {KEY})")
+    parser.add_argument("--bootstrap", type=int, default=200, metavar="K")
+    parser.add_argument("--reference_params", type=float, help="N at which the law's value is quoted")
+    parser.add_argument("--out", help="where to write the fit (default: lr_fit.json beside the results)")
+    try:
+        args = parser.parse_args(argv)
+        if args.bootstrap < 0:
+            raise ValueError("--bootstrap must be >= 0")
+        fit = fit_optimal_learning_rate(load_results(args.results), args.accounting, args.key, args.bootstrap,
+                                        reference_params=args.reference_params)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.results).with_name("lr_fit.json")
+    source = f"scaling.learning_rate on {args.results}"
+    try:
+        out.write_text(json.dumps({**fit.to_dict(), "accounting": args.accounting, "source": source}, indent=2)
+                       + "\n")
+    except OSError as err:
+        print(f"error: cannot write {out}: {err.strerror}", file=sys.stderr)
+        return 2
+    print(report(fit, args.accounting))
+    print("gin lines for a sweep:\n  " + "\n  ".join(fit.gin_rule(source)))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
