@@ -47,8 +47,9 @@ HOFFMANN_STEPS = 300
 # top of the range is reported as not identified.
 EXPONENT_GRID = np.geomspace(0.01, 3.0, 64)
 EXPONENT_MAX = 5.0
-# Local minima of the grid polished: for the fit, and for each bootstrap replicate.
-FIT_STARTS, REPLICATE_STARTS = 4, 2
+# Local minima of the grid polished: for the fit, and for each bootstrap replicate (which
+# also polishes from the data's own fit).
+FIT_STARTS, REPLICATE_STARTS = 4, 1
 
 PARAMETERS = ("E", "a", "b", "alpha", "beta")  # centred: a = A e^(-alpha c_N), b = B e^(-beta c_D)
 BOUNDS = ((0.0, np.inf), (0.0, np.inf), (0.0, np.inf), (0.0, EXPONENT_MAX), (0.0, EXPONENT_MAX))
@@ -136,9 +137,11 @@ def _exponent_axes(parametrisation):
             np.array([fixed["beta"]]) if "beta" in fixed else EXPONENT_GRID)
 
 
-def _project(parametrisation, log_n, log_d, loss, w, delta):
+def _project(parametrisation, log_n, log_d, loss, w, delta, huber=True):
     """Centred thetas (E, a, b, alpha, beta) on the exponent grid, with E, a, b >= 0 by exact NNLS,
-    and the Huber objective at each: (grid shape + (5,)) and (grid shape).
+    and the objective at each: (grid shape + (5,)) and (grid shape). The objective is the Huber
+    one, or with huber=False the relative least squares that the NNLS minimised (free, and
+    enough to rank basins for a bootstrap replicate that starts next to the data's own fit).
 
     Each point's residual is divided by its loss (relative residuals). The N
     term's shape depends on alpha only and the D term's on beta only, so the
@@ -166,25 +169,35 @@ def _project(parametrisation, log_n, log_d, loss, w, delta):
     if parametrisation.tied:  # alpha = beta: the diagonal of the grid
         diagonal = np.arange(len(alphas))
         gram, rhs, t_w_t = gram[diagonal, diagonal], rhs[diagonal, diagonal], t_w_t[diagonal, diagonal]
-    coefs, _ = nnls(gram, rhs, t_w_t)
+    coefs, rss = nnls(gram, rhs, t_w_t)
     if "E" in fixed:
         coefs = np.concatenate([np.full((*coefs.shape[:-1], 1), offset), coefs], axis=-1)
     if parametrisation.tied:
         pairs = np.stack([alphas, betas], -1)
-        pred = coefs[:, :1] + coefs[:, 1:2] * x + coefs[:, 2:3] * y
     else:
         pairs = np.stack(np.broadcast_arrays(alphas[:, None], betas[None, :]), -1)
+    if not huber:
+        return np.concatenate([coefs, pairs], axis=-1), rss
+    if parametrisation.tied:
+        pred = coefs[:, :1] + coefs[:, 1:2] * x + coefs[:, 2:3] * y
+    else:
         pred = coefs[..., :1] + coefs[..., 1:2] * x[:, None, :] + coefs[..., 2:3] * y[None, :, :]
-    values = log_huber(pred, np.log(loss), w, delta)
-    return np.concatenate([coefs, pairs], axis=-1), values
+    return np.concatenate([coefs, pairs], axis=-1), log_huber(pred, np.log(loss), w, delta)
 
 
-def _fit_vpnls(parametrisation, points, loss, w, delta, starts):
+def _fit_vpnls(parametrisation, points, loss, w, delta, starts, data_fit=None):
+    """The best polish from the `starts` best local minima of the projected grid.
+
+    data_fit: for a bootstrap replicate, the full data's fitted theta: polished
+    too, from beside which the replicate's own grid minimum (ranked by the
+    relative least squares, which costs nothing extra) competes.
+    """
     log_n, log_d, _ = points
-    grid, values = _project(parametrisation, log_n, log_d, loss, w, delta)
-    picked = best_local_minima(values, starts)
-    return polish_best(laws.chinchilla_centred, parametrisation, grid.reshape(-1, 5)[picked], points, w,
-                       delta)
+    grid, values = _project(parametrisation, log_n, log_d, loss, w, delta, huber=data_fit is None)
+    candidates = grid.reshape(-1, 5)[best_local_minima(values, starts)]
+    if data_fit is not None:
+        candidates = [data_fit, *candidates]
+    return polish_best(laws.chinchilla_centred, parametrisation, candidates, points, w, delta)
 
 
 def _fit_hoffmann(points, counts, delta, inits):
@@ -205,8 +218,9 @@ def fit_chinchilla(N, D, loss, bootstrap=0, level=0.95, seed=0, delta=1e-3, weig
     fixed: {'E': value, 'alpha': value, 'beta': value}, any subset: held at those values.
     tie_exponents: fit one exponent for both N and D (alpha = beta).
     bootstrap: resamples of the points for percentile intervals (`level`) on
-        E, A, B, alpha, beta, a, b; each replicate is fitted like the data
-        (the grid, then a polish of its 2 best local minima).
+        E, A, B, alpha, beta, a, b; each replicate is fitted like the data (the
+        grid, then converged polishes from its best local minimum and from the
+        data's own fit).
     method: 'vpnls' (default) or 'hoffmann' (grid: its starts, default Hoffmann
         et al.'s 4,500 in (log A, log B, log E, alpha, beta); no constraints).
     Needs one more point than there are free parameters.
@@ -255,7 +269,7 @@ def fit_chinchilla(N, D, loss, bootstrap=0, level=0.95, seed=0, delta=1e-3, weig
         replicates = []
         for counts in bootstrap_counts(len(N), bootstrap, seed) * w:
             try:
-                theta, _, _ = _fit_vpnls(parametrisation, points, loss, counts, delta, REPLICATE_STARTS)
+                theta, _, _ = _fit_vpnls(parametrisation, points, loss, counts, delta, REPLICATE_STARTS, full)
                 replicates.append(ChinchillaFit.from_centred(theta, centre, **common))
             except RuntimeError:
                 replicates.append(None)

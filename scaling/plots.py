@@ -92,21 +92,26 @@ def loss_vs_compute(C, loss, fit=None, ax=None):
     return ax
 
 
-def isoflop_curves(iso, N, loss, budget, ax=None):
+def isoflop_curves(iso, N, loss, budget, ax=None, added=None):
     """Each budget's runs, its fitted parabola in log N, and its minimum.
 
     iso: an IsoflopFit, or None to draw the runs alone (too few for Approach 2).
+    added: a mask of the runs that adaptive bracketing added (drawn hollow).
     """
     ax = _axes(ax)
     N, loss, budget = (np.asarray(x, float) for x in (N, loss, budget))
+    added = np.zeros(len(N), bool) if added is None else np.asarray(added, bool)
     budgets = np.unique(budget)
     colours = plt.cm.plasma(np.linspace(0.0, 0.85, len(budgets)))
     for c, colour in zip(budgets, colours):
         m = budget == c
-        ax.scatter(N[m], loss[m], s=12, color=colour, label=f"C = {c:.2g}")
+        ax.scatter(N[m & ~added], loss[m & ~added], s=14, color=colour, label=f"C = {c:.2g}")
+        ax.scatter(N[m & added], loss[m & added], s=30, facecolors="none", edgecolors=colour)
         if iso is not None and float(c) in iso.parabolas:
             x = np.linspace(np.log(N[m].min()), np.log(N[m].max()), 100)
             ax.plot(np.exp(x), np.polyval(iso.parabolas[float(c)], x), color=colour, lw=1)
+    if added.any():
+        ax.scatter([], [], s=30, facecolors="none", edgecolors="0.3", label="added by bracketing")
     if iso is not None:
         _, n_opt, _, loss_opt = np.array(iso.minima).T
         ax.plot(n_opt, loss_opt, "k*", ms=10, label="minima")
