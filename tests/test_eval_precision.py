@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from data.pipeline import eval_batches, model_inputs
+from scaling.eval_precision import ratio_standard_error
 from tests.conftest import SENTINELS, TINY_MODEL, metrics_rows, run_main
-from train.metrics import ratio_standard_error
 
 
 def random_rows(seed: int, rows: int = 300, docs: int = 40):
@@ -115,7 +115,7 @@ def test_eval_loss_is_total_nll_over_total_weight(stdlib_text, variant):
                            **objective_options(cfg, DataConfig(), tokenizer.vocab_size))
     model = build_model(cfg)
     params = model.init(jax.random.PRNGKey(0), model_inputs(batches[0]))["params"]
-    result = _evaluate(jax.jit(partial(eval_step, model=model)), params, batches, partitioning.make_mesh())
+    result, _ = _evaluate(jax.jit(partial(eval_step, model=model)), params, batches, partitioning.make_mesh())
     # The training loss's batch totals, the way eval_loss was computed before it had per-row sums.
     totals = [loss_sums(params, model_inputs(b), None, model, 0.0, train=False)[1][:2] for b in batches]
     nll, weight = np.sum(totals, axis=0)

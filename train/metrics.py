@@ -1,5 +1,6 @@
 """Where numbers go: metrics.jsonl, TensorBoard, the progress bar; the peak FLOP/s for MFU; and
-the standard error of eval loss over documents.
+the standard error of eval loss over documents (`ratio_standard_error`, from scaling.eval_precision,
+which also compares two runs scored on the same documents).
 
 MFU = achieved model FLOP/s (the Chinchilla count of training FLOPs per token,
 times tokens per second) / the peak of the devices in use. Accelerator peaks
@@ -18,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
+
+from scaling.eval_precision import ratio_standard_error  # noqa: F401  (one implementation, shared)
 
 # Dense peak FLOP/s per device, from the vendors' data sheets (bf16 without sparsity; f32 where
 # the chip has a separate figure). Matched by substring of jax's device_kind, first match wins.
@@ -59,28 +62,6 @@ def peak_flops_per_device(dtype: str) -> tuple[float, str]:
         # All simulated CPU devices share the same cores, so one device's measurement is the host's.
         return measure_matmul_flops(dtype) / jax.device_count(), "measured: CPU matmul"
     raise ValueError(f"no peak FLOP/s known for device kind {device.device_kind!r}; add it to PEAK_FLOPS")
-
-
-def ratio_standard_error(values, weights, clusters) -> float:
-    """Standard error of the ratio mean R = Σ values / Σ weights, with rows grouped into clusters.
-
-    For eval loss: per row the summed nll (`values`), its weight (`weights`) and the
-    document it comes from (`clusters`). Clusters are documents because tokens, and
-    rows, of one document are correlated (one topic, style, vocabulary): a per-token
-    SE treats them as independent and comes out too small. Documents are roughly
-    independent draws from the split, so the delta-method (linearised) variance of
-    the ratio over cluster sums y_d, w_d is
-        SE = sqrt(n / (n - 1) · Σ_d (y_d - R w_d)²) / Σ_d w_d
-    for n clusters; nan for fewer than two.
-    """
-    _, cluster = np.unique(np.asarray(clusters), return_inverse=True)
-    y = np.bincount(cluster, weights=np.asarray(values, np.float64))
-    w = np.bincount(cluster, weights=np.asarray(weights, np.float64))
-    n = len(y)
-    if n < 2:
-        return math.nan
-    residuals = y - y.sum() / w.sum() * w
-    return float(math.sqrt(n / (n - 1) * (residuals ** 2).sum()) / w.sum())
 
 
 class MetricsWriter:

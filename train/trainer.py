@@ -30,9 +30,10 @@ from data.span_corruption import span_counts
 from data.tokenizer import unigram_loss
 from model import accounting, build_model
 from model.transformer import TransformerConfig
+from scaling.eval_precision import EvalDocuments
 from train import partitioning
 from train.checkpoints import Checkpointer
-from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar, ratio_standard_error
+from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
 from train.optimizer import lr_schedule, make_optimizer
 from train.run_config import check_workdir_config, claim_workdir
 
@@ -126,14 +127,15 @@ def create_state(rng, model, optimizer, example_batch: dict, unbox: bool) -> Tra
                       rng=jax.random.fold_in(rng, 1))
 
 
-def _evaluate(step_fn, params, batches, mesh) -> dict:
-    """Loss and bits per byte over all eval tokens, each with its standard error over eval documents."""
+def _evaluate(step_fn, params, batches, mesh) -> tuple[dict, EvalDocuments]:
+    """Loss and bits per byte over all eval tokens, each with its standard error over eval documents,
+    and the per-document sums they are computed from (a finished run saves them: eval_documents.json)."""
     per_batch = [step_fn(params, partitioning.shard_batch(model_inputs(batch), mesh)) for batch in batches]
     nll, weight = (np.concatenate(rows).astype(np.float64) for rows in zip(*per_batch))
     doc, row_bytes = (np.concatenate([batch[key] for batch in batches]) for key in ("doc", "bytes"))
-    return {"eval_loss": nll.sum() / weight.sum(), "eval_loss_se": ratio_standard_error(nll, weight, doc),
-            "eval_bpb": nll.sum() / math.log(2) / row_bytes.sum(),
-            "eval_bpb_se": ratio_standard_error(nll, row_bytes, doc) / math.log(2)}
+    documents = EvalDocuments.from_rows(doc, nll, weight, row_bytes)
+    return {"eval_loss": documents.loss, "eval_loss_se": documents.loss_se,
+            "eval_bpb": documents.bpb, "eval_bpb_se": documents.bpb_se}, documents
 
 
 def _sown_metrics(step_metrics: dict) -> dict:
@@ -302,7 +304,7 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
     bar = progress_bar(setup.total_steps, start_step, progress)
     run_start = time.perf_counter()
     train_time, timed_steps = 0.0, 0  # excludes evaluation and the first step (compilation)
-    last_eval, last_row, pending = {}, {}, []
+    last_eval, last_row, pending, final_documents = {}, {}, [], None
     data_wait, data_state = 0.0, train_batches.get_state()
     window_start, window_steps = time.perf_counter(), 0
     for step in range(start_step, end_step):
@@ -337,8 +339,11 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
             window_start, window_steps = time.perf_counter(), 0
         if (train_cfg.eval_every and done % train_cfg.eval_every == 0) or done == setup.total_steps:
             eval_start = time.perf_counter()
-            last_eval = {"step": done, **_evaluate(eval_fn, state.params, setup.evals, mesh)}
+            eval_metrics, documents = _evaluate(eval_fn, state.params, setup.evals, mesh)
+            last_eval = {"step": done, **eval_metrics}
             writer.write(last_eval)
+            if done == setup.total_steps:
+                final_documents = dataclasses.replace(documents, step=done)
             window_start += time.perf_counter() - eval_start
         checkpointer.save(done, state, data_state, force=done == end_step)
         bar.update(1)
@@ -370,6 +375,8 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
             data_state["epoch"], data_state["index"] + (data_state["offset"] > 0)),
     }
     if final_step == setup.total_steps and jax.process_index() == 0:
+        if final_documents is not None:  # before summary.json: a run with a summary has its documents
+            final_documents.save(setup.workdir)
         with open(os.path.join(setup.workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary

@@ -1,0 +1,296 @@
+"""How precisely eval losses are known, and how precisely two runs' losses differ.
+
+A run's eval loss is a ratio mean R = Σ_d y_d / Σ_d w_d over eval documents d
+(y_d: the nll summed over the document's weighted targets, w_d: their count).
+Its standard error treats documents as the independent units (tokens of one
+document are correlated); most of it comes from WHICH documents the eval
+split holds. Every run of a sweep is scored on the same documents, so that
+part is common to all runs and cancels in a difference: the paired standard
+error of L_a - L_b, over documents, is what says whether two sizes differ.
+
+Linearised (delta-method) estimators, with n documents:
+
+    SE(R)       = sqrt(n/(n-1) Σ_d (y_d - R w_d)²) / Σ_d w_d
+    SE(Ra - Rb) = sqrt(n/(n-1) Σ_d z_d²) / Σ_d w_d,  z_d = (y_a,d - Ra w_d) - (y_b,d - Rb w_d)
+
+Each finished run writes its per-document sums to `eval_documents.json` in its
+workdir (train/trainer.py, through `EvalDocuments.save`).
+
+    python -m scaling.eval_precision DIR/results.jsonl [--group_key budget] [--size_key params_total]
+
+prints, for each group of a sweep's runs (e.g. an IsoFLOP budget), the loss
+differences between neighbouring sizes with their paired and unpaired
+standard errors.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from scaling.inputs import load_results
+
+FILENAME = "eval_documents.json"
+
+
+def document_sums(clusters, *columns) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(the distinct cluster ids, sorted; each column summed per cluster, in that order)."""
+    ids, cluster = np.unique(np.asarray(clusters), return_inverse=True)
+    cluster = cluster.ravel()
+    return ids, [np.bincount(cluster, weights=np.asarray(c, np.float64), minlength=len(ids)) for c in columns]
+
+
+def _residuals(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """y_d - R w_d: each cluster's term of the linearised ratio mean R = Σ y / Σ w."""
+    return y - y.sum() / w.sum() * w
+
+
+def _linearised_se(z: np.ndarray, w: np.ndarray) -> float:
+    """sqrt(n/(n-1) Σ z²) / Σ w for n clusters' linearised terms z; nan for fewer than two."""
+    n = len(z)
+    if n < 2:
+        return math.nan
+    return float(math.sqrt(n / (n - 1) * (z ** 2).sum()) / w.sum())
+
+
+def ratio_se_of_sums(y, w) -> float:
+    """Standard error of R = Σ y / Σ w from per-cluster sums y_d, w_d (clusters independent)."""
+    y, w = np.asarray(y, np.float64), np.asarray(w, np.float64)
+    return _linearised_se(_residuals(y, w), w)
+
+
+def ratio_standard_error(values, weights, clusters) -> float:
+    """Standard error of the ratio mean R = Σ values / Σ weights, with rows grouped into clusters.
+
+    For eval loss: per row the summed nll (`values`), its weight (`weights`) and the
+    document it comes from (`clusters`). Clusters are documents because tokens, and
+    rows, of one document are correlated (one topic, style, vocabulary): a per-token
+    SE treats them as independent and comes out too small. Documents are roughly
+    independent draws from the split, so the delta-method (linearised) variance of
+    the ratio over cluster sums y_d, w_d is
+        SE = sqrt(n / (n - 1) · Σ_d (y_d - R w_d)²) / Σ_d w_d
+    for n clusters; nan for fewer than two.
+    """
+    _, (y, w) = document_sums(clusters, values, weights)
+    return ratio_se_of_sums(y, w)
+
+
+def _json_numbers(x: np.ndarray) -> list:
+    """A plain list, of ints where every value is a whole number (token and byte counts)."""
+    return x.astype(np.int64).tolist() if np.all(x == np.round(x)) else x.tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalDocuments:
+    """One evaluation's per-document sums: ids (sorted, distinct), nll, weight (targets counted), bytes."""
+    doc: np.ndarray
+    nll: np.ndarray
+    weight: np.ndarray
+    bytes: Optional[np.ndarray] = None
+    step: Optional[int] = None
+
+    @classmethod
+    def from_rows(cls, doc, nll, weight, row_bytes=None, step=None) -> "EvalDocuments":
+        """Groups eval rows (per row: its document, summed nll, weight, bytes) by document."""
+        columns = (nll, weight) if row_bytes is None else (nll, weight, row_bytes)
+        ids, sums = document_sums(doc, *columns)
+        return cls(ids, *sums, step=step)
+
+    @property
+    def loss(self) -> float:
+        """Nats per weighted target: Σ nll / Σ weight."""
+        return float(self.nll.sum() / self.weight.sum())
+
+    @property
+    def loss_se(self) -> float:
+        return ratio_se_of_sums(self.nll, self.weight)
+
+    @property
+    def bpb(self) -> float:
+        """Bits per byte of the text the weighted targets encode."""
+        return float(self.nll.sum() / math.log(2) / self.bytes.sum())
+
+    @property
+    def bpb_se(self) -> float:
+        return ratio_se_of_sums(self.nll, self.bytes) / math.log(2)
+
+    def save(self, run_dir, step: Optional[int] = None) -> Path:
+        """Writes run_dir/eval_documents.json, compact, atomically (a temp file, then os.replace)."""
+        step = self.step if step is None else step
+        record = {"step": None if step is None else int(step), "doc": _json_numbers(self.doc),
+                  "nll": self.nll.tolist(), "weight": _json_numbers(self.weight)}
+        if self.bytes is not None:
+            record["bytes"] = _json_numbers(self.bytes)
+        path = Path(run_dir) / FILENAME
+        temp = path.with_name(f".{FILENAME}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(record, separators=(",", ":")) + "\n")
+        os.replace(temp, path)
+        return path
+
+
+def load_eval_documents(run_dir) -> EvalDocuments:
+    """The per-document sums a run's final evaluation wrote; ValueError naming the file when absent or malformed."""
+    path = Path(run_dir) / FILENAME
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found (written when a run finishes)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable ({err})") from None
+    if not isinstance(record, dict) or not all(k in record for k in ("doc", "nll", "weight")):
+        raise ValueError(f"{path}: expected an object with doc, nll and weight lists")
+    try:
+        doc = np.asarray(record["doc"], np.int64)
+        columns = [np.asarray(record[k], np.float64) for k in ("nll", "weight", "bytes") if k in record]
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: doc, nll, weight and bytes must be lists of numbers") from None
+    if doc.ndim != 1 or any(c.shape != doc.shape for c in columns):
+        raise ValueError(f"{path}: doc, nll, weight and bytes must be lists of one length")
+    if len(doc) == 0 or not all(np.isfinite(c).all() for c in columns) or (columns[1] < 0).any() \
+            or columns[1].sum() <= 0:
+        raise ValueError(f"{path}: needs at least one document, finite sums and weights >= 0 (not all 0)")
+    order = np.argsort(doc, kind="stable")
+    doc, columns = doc[order], [c[order] for c in columns]
+    if (np.diff(doc) == 0).any():
+        raise ValueError(f"{path}: a document id appears twice")
+    return EvalDocuments(doc, *columns, step=record.get("step"))
+
+
+def _paired(a: EvalDocuments, b: EvalDocuments, name_a, name_b) -> tuple[float, float]:
+    """(L_a - L_b, its standard error paired over documents); ValueError unless both scored the same documents."""
+    if not np.array_equal(a.doc, b.doc):
+        only_a, only_b = len(np.setdiff1d(a.doc, b.doc)), len(np.setdiff1d(b.doc, a.doc))
+        raise ValueError(f"runs {name_a} and {name_b} were not scored on the same eval documents "
+                         f"({only_a} only in the first, {only_b} only in the second)")
+    if not np.array_equal(a.weight, b.weight):
+        differ = int((a.weight != b.weight).sum())
+        raise ValueError(f"runs {name_a} and {name_b} weigh {differ} of their {len(a.doc)} eval documents "
+                         f"differently (another tokenizer, sequence length or objective?)")
+    w = a.weight
+    z = _residuals(a.nll, w) - _residuals(b.nll, w)
+    return a.loss - b.loss, _linearised_se(z, w)
+
+
+def paired_difference(run_dir_a, run_dir_b) -> tuple[float, float]:
+    """(eval loss of run a - eval loss of run b, its standard error with documents as paired clusters).
+
+    Documents are matched by id; ValueError naming the runs unless both were scored on the same
+    documents with the same weights."""
+    return _paired(load_eval_documents(run_dir_a), load_eval_documents(run_dir_b), run_dir_a, run_dir_b)
+
+
+def _group_order(value):
+    return (isinstance(value, str), value)
+
+
+def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key: str = "params_total") -> dict:
+    """Loss differences between neighbouring sizes within each group of a sweep's results rows.
+
+    Rows are grouped by `group_key` (an IsoFLOP budget, a token count), sorted by `size_key`
+    within a group, and each neighbouring pair is compared on its runs' eval documents
+    (results_dir/<run>/eval_documents.json). Returns {"pairs": [...], "skipped": [...]}: per pair
+    {group, run_a, run_b, N_a, N_b, difference (L_a - L_b, a the smaller), se_difference (paired),
+    se_a, se_b (each run's own)}; per row left out {run, reason} (no run directory, no
+    eval_documents.json, no group or size). A pair scored on different documents raises ValueError.
+    """
+    results_dir = Path(results_dir)
+    groups, skipped = {}, []
+    for row in rows:
+        run = row.get("run")
+        if run is None:
+            reason = "no run name"
+        elif not (results_dir / run).is_dir():
+            reason = f"no run directory {results_dir / run}"
+        elif not (results_dir / run / FILENAME).is_file():
+            reason = f"no {FILENAME} (an older or an unfinished run)"
+        elif row.get(group_key) is None:
+            reason = f"no {group_key}"
+        elif row.get(size_key) is None:
+            reason = f"no {size_key}"
+        else:
+            groups.setdefault(row[group_key], []).append(row)
+            continue
+        skipped.append({"run": run, "reason": reason})
+    pairs, loaded = [], {}
+
+    def documents(run):
+        if run not in loaded:
+            loaded[run] = load_eval_documents(results_dir / run)
+        return loaded[run]
+
+    for group in sorted(groups, key=_group_order):
+        members = sorted(groups[group], key=lambda r: (r[size_key], r["run"]))
+        for row_a, row_b in zip(members, members[1:]):
+            a, b = documents(row_a["run"]), documents(row_b["run"])
+            difference, se = _paired(a, b, row_a["run"], row_b["run"])
+            pairs.append({"group": group, "run_a": row_a["run"], "run_b": row_b["run"],
+                          "N_a": row_a[size_key], "N_b": row_b[size_key], "difference": difference,
+                          "se_difference": se, "se_a": a.loss_se, "se_b": b.loss_se})
+    return {"pairs": pairs, "skipped": skipped}
+
+
+def _report(result: dict, group_key: str, size_key: str) -> list[str]:
+    pairs = result["pairs"]
+    width = max(5, *(len(name) for p in pairs for name in (p["run_a"], p["run_b"])))
+    header = (f"  {'run a':<{width}}  {'run b':<{width}}  {'N a':>11}  {'N b':>11}  {'L_a - L_b':>10}  "
+              f"{'paired SE':>9}  {'z':>7}  {'SE a':>7}  {'SE b':>7}")
+    lines, group = [], object()
+    for p in pairs:
+        if p["group"] != group:
+            group = p["group"]
+            lines += [f"{group_key} {group:g}" if isinstance(group, (int, float)) else f"{group_key} {group}", header]
+        z = p["difference"] / p["se_difference"] if p["se_difference"] > 0 else math.inf
+        lines.append(f"  {p['run_a']:<{width}}  {p['run_b']:<{width}}  {p['N_a']:>11,}  {p['N_b']:>11,}  "
+                     f"{p['difference']:>+10.4f}  {p['se_difference']:>9.5f}  {z:>7.1f}  {p['se_a']:>7.4f}  "
+                     f"{p['se_b']:>7.4f}")
+    for s in result["skipped"]:
+        lines.append(f"skipped {s['run']}: {s['reason']}")
+    paired = np.array([p["se_difference"] for p in pairs])
+    own = np.array([se for p in pairs for se in (p["se_a"], p["se_b"])])
+    independent = np.array([math.hypot(p["se_a"], p["se_b"]) for p in pairs])
+    largest = pairs[int(np.nanargmax(paired))] if np.isfinite(paired).any() else pairs[0]
+    lines.append(
+        f"summary: {len(pairs)} neighbouring pairs in {len({p['group'] for p in pairs})} groups by {size_key}: "
+        f"median |difference| {np.median([abs(p['difference']) for p in pairs]):.4f}, "
+        f"median paired SE {np.median(paired):.5f}, median unpaired SE {np.median(own):.4f} per run "
+        f"({np.median(independent):.4f} for a difference taken as independent), largest paired SE "
+        f"{largest['se_difference']:.5f} ({largest['run_a']} vs {largest['run_b']})")
+    return lines
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog="python -m scaling.eval_precision", description=__doc__.split("\n")[0])
+    parser.add_argument("results", help="a sweep's results.jsonl (run directories beside it)")
+    parser.add_argument("--group_key", default="budget", help="results field that groups runs (default: budget)")
+    parser.add_argument("--size_key", default="params_total",
+                        help="results field that orders runs within a group (default: params_total)")
+    try:
+        args = parser.parse_args(argv)
+        rows = load_results(args.results)
+        result = neighbour_differences(rows, Path(args.results).parent, args.group_key, args.size_key)
+        if not result["pairs"]:
+            first = result["skipped"][0] if result["skipped"] else None
+            raise ValueError(f"{args.results}: no {args.group_key} has two runs with {FILENAME}"
+                             + (f" ({len(result['skipped'])} rows skipped, e.g. {first['run']}: {first['reason']})"
+                                if first else ""))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(_report(result, args.group_key, args.size_key)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
