@@ -11,6 +11,16 @@ Either way the corpora and tokenizers the runs need are built here first, once,
 so that runs started together do not race to build them. The sweep's gin
 format is in train/sweep_plan.py.
 
+With Sweep.placement (train/sweep_design.py) the runs come in waves: each
+budget's first sizes, then more where its IsoFLOP minimum is not bracketed,
+each wave planned from the rows of the runs before it and every decision
+printed. The runner trains wave after wave (`--workers` runs of a wave at a
+time); with --slurm it writes the current wave's jobs, and rerunning the same
+command once they have finished records their rows and writes the next wave.
+With Sweep.verify_factor, once every budget is done, the fits' prediction at
+verify_factor x the largest budget is written to DIR/prediction.json, and then
+the predicted compute-optimal run is trained and set beside it.
+
 Command-line bindings of Sweep, PowerLaw or SizeTable change the sweep; the
 others go to every run, after the sweep's shared bindings and before what the
 sweep varies. Bad input gives one line on stderr and exit status 2, with
@@ -21,17 +31,20 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 
-from train import sweep_plan
+from train import sweep_design, sweep_plan
+from train.sweep_design import compact
 from train.main import fail
 from train.sweep_results import Results, read_summary, status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREDICTION = "prediction.json"
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -57,10 +70,78 @@ def describe(plan, workdir: str, results: Results) -> None:
     total = sum(run.flops for run in plan.runs)
     print(f"{len(plan.runs)} runs from {' '.join(plan.base)} and {len(plan.bindings)} shared bindings, "
           f"{total:.3g} training FLOPs in all (Chinchilla accounting)")
+    for line in decisions(plan):
+        print(line)
+    sources = {rule.binding: rule.source for rule in plan.rules if getattr(rule, "source", "")}
+
+    def cited(binding: str) -> str:
+        source = sources.get(binding.split(" = ", 1)[0])
+        return f"{binding} ({source})" if source else binding
     width = max(len(run.name) for run in plan.runs)
     for run in plan.runs:
         print(f"{run.name:<{width}}  {status(run, workdir, results):<8}  N {run.params:>12,}  "
-              f"D {run.tokens:>15,}  {'; '.join(run.bindings)}")
+              f"D {run.tokens:>15,}  {'; '.join(map(cited, run.bindings))}")
+
+
+def decisions(plan) -> list[str]:
+    """What the sweep's design decided, budget by budget and wave by wave, and where it stands."""
+    lines = [line for budget in plan.budgets for line in budget.lines]
+    if plan.budgets and all(budget.done for budget in plan.budgets):
+        open_budgets = [f"{b.label} ({b.state})" for b in plan.budgets if b.state != "bracketed"]
+        lines.append(f"every budget is done; not bracketed: {', '.join(open_budgets)}" if open_budgets
+                     else "every budget is done and bracketed")
+    verification = next((run for run in plan.runs if run.record.get("role") == "verification"), None)
+    if verification is not None:
+        lines.append(f"verification run {verification.name} at C={compact(verification.budget)} "
+                     f"= {plan.verify_budget / max(b.budget for b in plan.budgets):g} x the largest budget: "
+                     f"Approach 3's N_opt on the ladder (prediction in {PREDICTION})")
+    return lines
+
+
+def verification_report(plan, results: Results) -> list[str]:
+    """Predicted against measured loss of the verification run, once it has finished."""
+    run = next((run for run in plan.runs if run.record.get("role") == "verification"), None)
+    row = results.rows.get(run.name) if run is not None else None
+    if row is None or row.get("final_eval_loss") is None:
+        return []
+    measured = row["final_eval_loss"]
+    lines = [f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss {measured:.4f}"]
+    for approach, predicted in run.record["prediction"]["predicted_loss"].items():
+        interval = predicted.get("interval")
+        within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        lines.append(f"  {approach} predicted {predicted['loss']:.4f}{within}: relative error "
+                     f"{(measured - predicted['loss']) / predicted['loss']:+.2%}")
+    return lines
+
+
+def read_prediction(workdir: str):
+    path = os.path.join(workdir, PREDICTION)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def replan(args, results: Results, write: bool):
+    """The plan for the runs recorded so far. Once every budget is done, the verification run waits for its
+    prediction: made here and, unless this is a dry run, written to DIR/prediction.json before anything trains."""
+    plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, read_prediction(args.workdir))
+    results.check(plan.runs)
+    if not plan.awaits_prediction:
+        return plan
+    rows = [results.rows[run.name] for run in plan.runs]
+    prediction = sweep_design.predict_verification(plan.verify_budget, rows, plan.accounting,
+                                                   plan.verify_bootstrap, plan.place)
+    if write:
+        with open(os.path.join(args.workdir, PREDICTION), "w") as f:
+            json.dump(prediction, f, indent=1)
+    plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, prediction)
+    results.check(plan.runs)
+    return plan
+
+
+def unfinished(plan, workdir: str, results: Results) -> list:
+    return [run for run in plan.runs if status(run, workdir, results) in ("new", "started")]
 
 
 def _shell_word(text: str) -> str:
@@ -85,10 +166,9 @@ def train_command(plan, run, workdir: str, python: str) -> list[str]:
             f"--workdir={os.path.join(workdir, run.name)}", "--no_progress"]
 
 
-def prepare_data(plan, runs: list) -> None:
-    """Builds (or opens) every corpus and tokenizer the runs use."""
+def prepare_data(plan, runs: list, prepared: set) -> None:
+    """Builds (or opens) every corpus and tokenizer the runs use that is not in `prepared` yet."""
     from data import loader
-    prepared = set()
     for run in runs:
         data_cfg = sweep_plan.run_settings(plan.base, [*plan.bindings, *run.bindings]).data
         if data_cfg not in prepared:
@@ -162,7 +242,7 @@ def train_locally(plan, runs: list, workdir: str, workers: int, results: Results
     return failures
 
 
-def write_slurm(plan, runs: list, workdir: str, job_name: str, collect_command: str) -> None:
+def write_slurm(plan, runs: list, workdir: str, job_name: str, collect_command: str, collect_does: str) -> None:
     """DIR/commands.txt (one train.main per line) and DIR/sweep.sbatch, an array job running them."""
     commands = [shell_line(train_command(plan, run, workdir, "python")) for run in runs]
     with open(os.path.join(workdir, "commands.txt"), "w") as f:
@@ -172,7 +252,7 @@ def write_slurm(plan, runs: list, workdir: str, job_name: str, collect_command: 
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --array=0-{len(runs) - 1}",
              f"#SBATCH --output={output}", *[f"#SBATCH {directive}" for directive in plan.slurm_directives],
              "# One run per array task. Resubmitting resumes unfinished runs from their checkpoints.",
-             "# Once all have ended, record their rows in results.jsonl with:",
+             f"# Once all have ended, {collect_does} with:",
              f"#   {collect_command}",
              f"cd {shlex.quote(os.getcwd())}",
              f"export PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}}",
@@ -191,43 +271,70 @@ def main(argv: list[str] | None = None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)  # tfds narrates opening a corpus at INFO/WARNING
     from data.corpus import CorpusError
     try:
-        plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings)
         results = Results(args.workdir)
-        results.check(plan.runs)
-        to_train = [run for run in plan.runs if status(run, args.workdir, results) in ("new", "started")]
-        if not args.dry_run:
-            prepare_data(plan, to_train)
+        plan = replan(args, results, write=not args.dry_run)
+        if args.dry_run:
+            describe(plan, args.workdir, results)
+            return 0
+        prepared = set()
+        prepare_data(plan, unfinished(plan, args.workdir, results), prepared)  # bad corpora: before any writing
+        return run_sweep(args, argv, results, plan, prepared)
     except FileNotFoundError as error:
         return fail(str(error))
     except CorpusError as error:
         return fail(f"corpus: {error}")
     except (ValueError, TypeError, SyntaxError, IOError) as error:
         return fail(f"bad sweep: {error}")
-    if args.dry_run:
-        describe(plan, args.workdir, results)
-        return 0
-    os.makedirs(args.workdir, exist_ok=True)
-    for run in plan.runs:
-        if status(run, args.workdir, results) == "finished":
-            results.record(run, read_summary(os.path.join(args.workdir, run.name)))
-    print(f"{len(plan.runs)} runs: {len(plan.runs) - len(to_train)} finished, {len(to_train)} to train")
-    if args.slurm:
-        if to_train:
-            job_name = os.path.splitext(os.path.basename(args.gin_file[0]))[0]
-            collect = shell_line(["python", "-m", "train.sweep", *[a for a in argv if a != "--slurm"]])
-            write_slurm(plan, to_train, args.workdir, job_name, collect)
-        return 0
-    if not to_train:
-        return 0
-    try:
-        failures = train_locally(plan, to_train, args.workdir, args.workers, results)
+    except sweep_design.PredictionError as error:
+        print(f"cannot plan the verification run: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    if failures:
-        print(f"{len(failures)} of {len(plan.runs)} runs failed: {'; '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+
+
+def run_sweep(args, argv: list[str], results: Results, plan, prepared: set) -> int:
+    """Records finished runs and trains (or, with --slurm, writes jobs for) the rest, wave after wave."""
+    os.makedirs(args.workdir, exist_ok=True)
+    shown = []
+
+    def show(plan) -> None:
+        for line in decisions(plan):
+            if line not in shown:
+                print(line)
+                shown.append(line)
+
+    while True:
+        show(plan)
+        finished = [run for run in plan.runs if status(run, args.workdir, results) == "finished"]
+        for run in finished:  # e.g. on a cluster: they finished without the runner
+            results.record(run, read_summary(os.path.join(args.workdir, run.name)))
+        if finished:
+            plan = replan(args, results, write=True)
+            continue
+        to_train = unfinished(plan, args.workdir, results)
+        print(f"{len(plan.runs)} runs: {len(plan.runs) - len(to_train)} finished, {len(to_train)} to train")
+        if args.slurm:
+            if to_train:
+                job_name = os.path.splitext(os.path.basename(args.gin_file[0]))[0]
+                adaptive = bool(plan.budgets)
+                collect = shell_line(["python", "-m", "train.sweep", *(a for a in argv if adaptive or a != "--slurm")])
+                does = ("record their rows in results.jsonl and write the next wave" if adaptive
+                        else "record their rows in results.jsonl")
+                write_slurm(plan, to_train, args.workdir, job_name, collect, does)
+                if adaptive:
+                    print(f"once they have finished, rerun the same command: it will {does}")
+            return 0
+        if not to_train:
+            for line in verification_report(plan, results):
+                print(line)
+            return 0
+        prepare_data(plan, to_train, prepared)
+        failures = train_locally(plan, to_train, args.workdir, args.workers, results)
+        if failures:
+            print(f"{len(failures)} of {len(plan.runs)} runs failed: {'; '.join(failures)}", file=sys.stderr)
+            return 1
+        plan = replan(args, results, write=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ the ladder (`models`: configs/models/<name>.gin) or target parameter counts
 d48l2), crossed with token budgets D (each size trains for each D), compute
 budgets C (IsoFLOP: each size trains for D = C / (6 N)) or a number of tokens
 per parameter (`train_tokens_per_param`: each size trains for D = ratio x N),
-and optionally with any other binding (`grid`). `rules` set per-size
-hyperparameters from N (train/sweep_rules.py). For example:
+and optionally with any other binding (`grid`). Or, with compute budgets, a
+`placement` (train/sweep_design.py) chooses each budget's ladder sizes from the
+runs that finished before, and `verify_factor` then trains the fits' predicted
+optimum at a larger budget. `rules` set per-size hyperparameters from N
+(train/sweep_rules.py). For example:
 
     Sweep.base = ('base.gin',)
     Sweep.models = ('d48', 'tiny', 'd96', 'xs')  # or Sweep.sizes = (2e4, 5e4, 1.25e5) with Ladder.* settings
@@ -36,7 +39,8 @@ from typing import Optional
 import gin
 import gin.config_parser
 
-from train import sweep_rules
+from train import sweep_design, sweep_rules
+from train.sweep_design import compact
 from train.ladder import Ladder
 from train.main import parse_gin, resolve_gin_file
 
@@ -51,6 +55,7 @@ class Sweep:
     base: tuple  # gin files every run starts from
     models: tuple = ()  # sizes from files: configs/models/<name>.gin
     sizes: tuple = ()  # or sizes by target N (in the ladder's accounting), each a shape of `ladder`
+    placement: Optional[sweep_design.Placement] = None  # or ladder sizes placed per budget of Sweep.flops
     ladder: Ladder = dataclasses.field(default_factory=Ladder)  # the rule that turns a target N into a shape
     bindings: tuple = ()  # settings every run shares, on top of base: ('DataConfig.seq_len = 64', ...)
     tokens: Optional[tuple] = None  # token budgets D: every size trains for each
@@ -60,12 +65,26 @@ class Sweep:
     tokens_per_param: Optional[tuple] = None  # (low, high): keep only runs with low <= D / N <= high
     grid: dict = dataclasses.field(default_factory=dict)  # more axes: {'binding': (value, ...)}
     rules: tuple = ()  # per-size hyperparameters (train/sweep_rules.py), e.g. (@lr/PowerLaw(), @SizeTable())
+    verify_factor: float = 0.0  # with placement: verify the fits' optimum at this x the largest budget; 0: off
+    verify_bootstrap: int = 200  # bootstrap resamples of the fits behind that prediction
     slurm_directives: tuple = ()  # #SBATCH options for --slurm, e.g. ('--gres=gpu:1', '--time=24:00:00')
 
     def __post_init__(self):
-        if bool(self.models) == bool(self.sizes):
-            raise ValueError("set one of Sweep.models and Sweep.sizes: "
-                             + ("both are set" if self.models else "the sweep has no runs"))
+        given = [name for name in ("models", "sizes", "placement") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("set one of Sweep.models, Sweep.sizes and Sweep.placement: "
+                             + (f"{' and '.join(given)} are set" if given else "the sweep has no runs"))
+        if self.placement:
+            if self.flops is None:
+                raise ValueError("Sweep.placement needs Sweep.flops: the budgets it places sizes for")
+            if self.grid or self.tokens_per_param is not None:
+                raise ValueError("Sweep.placement decides a budget's sizes alone: "
+                                 "it takes no Sweep.grid or Sweep.tokens_per_param")
+        if self.verify_factor and (not self.placement or not self.verify_factor > 1):
+            raise ValueError(f"Sweep.verify_factor = {self.verify_factor!r}: a verification run needs "
+                             f"Sweep.placement and a factor above 1 (0 turns it off)")
+        if self.verify_factor < 0 or self.verify_bootstrap < 0:
+            raise ValueError("Sweep.verify_factor and Sweep.verify_bootstrap must not be negative")
         if self.sizes and not min(self.sizes) > 0:
             raise ValueError(f"Sweep.sizes = {self.sizes!r}: a target parameter count is not positive")
         lengths = [name for name in ("tokens", "flops", "train_tokens_per_param") if getattr(self, name) is not None]
@@ -87,7 +106,7 @@ class Sweep:
             raise ValueError(f"Sweep.tokens_per_param = {self.tokens_per_param!r} is not a (low, high) pair")
 
 
-SWEEP_CONFIGURABLES = ("Sweep", "Ladder", *sweep_rules.RULES)
+SWEEP_CONFIGURABLES = ("Sweep", "Ladder", "Placement", *sweep_rules.RULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +118,7 @@ class Run:
     tokens: int  # D: what it trains for, in whole steps
     budget: Optional[float]  # C of an IsoFLOP sweep
     flops: float  # its training FLOPs in the Chinchilla accounting: its share of the sweep's time
+    record: dict = dataclasses.field(default_factory=dict)  # more for its results row: wave, placement, role
 
     @property
     def bindings(self) -> list[str]:
@@ -115,6 +135,18 @@ class Plan:
     bindings: tuple  # the bindings all runs share: the sweep's, then the command line's
     runs: list
     slurm_directives: tuple
+    rules: tuple = ()  # the sweep's rules, for the sources they cite
+    accounting: str = "kaplan"  # Sweep.accounting
+    budgets: list = dataclasses.field(default_factory=list)  # with Sweep.placement: sweep_design.BudgetPlan each
+    verify_budget: Optional[float] = None  # C of the verification run, once every budget is done
+    verify_bootstrap: int = 0  # Sweep.verify_bootstrap
+    place: Optional[object] = None  # place(budget, targets, existing runs) -> new runs: ladder shapes at budget
+
+    @property
+    def awaits_prediction(self) -> bool:
+        """Every budget is done, and the verification run waits for its prediction."""
+        return self.verify_budget is not None and not any(run.record.get("role") == "verification"
+                                                          for run in self.runs)
 
 
 def split_bindings(bindings: list[str]) -> tuple[list[str], list[str]]:
@@ -186,21 +218,17 @@ def count_params(model_cfg) -> dict:
     return accounting.param_counts(variables["params"], model_cfg)
 
 
-def _short(x: float) -> str:
-    return f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
-
-
 def _name_part(binding: str, value) -> str:
-    text = _short(value) if isinstance(value, (int, float)) else str(value)
+    text = compact(value) if isinstance(value, (int, float)) else str(value)
     return binding.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.+-]", "-", text)
 
 
-def _budgets(sweep: Sweep, params: int) -> list[tuple[str, Optional[float], dict]]:
+def _budgets(sweep: Sweep, params: int, flops: Optional[tuple]) -> list[tuple[str, Optional[float], dict]]:
     """(name part, IsoFLOP budget, train_tokens binding) for each point of the budget axis."""
-    if sweep.flops is not None:
-        return [(f"C{_short(c)}", c, {"TrainConfig.train_tokens": round(c / (6 * params))}) for c in sweep.flops]
+    if flops is not None:
+        return [(f"C{compact(c)}", c, {"TrainConfig.train_tokens": round(c / (6 * params))}) for c in flops]
     if sweep.tokens is not None:
-        return [(f"D{_short(d)}", None, {"TrainConfig.train_tokens": round(d)}) for d in sweep.tokens]
+        return [(f"D{compact(d)}", None, {"TrainConfig.train_tokens": round(d)}) for d in sweep.tokens]
     if sweep.train_tokens_per_param is not None:
         return [("", None, {"TrainConfig.train_tokens": round(sweep.train_tokens_per_param * params)})]
     return [("", None, {})]  # the base's own training length
@@ -223,8 +251,16 @@ def sweep_ladder(sweep: Sweep) -> Ladder:
     return sweep.ladder if sweep.ladder.accounting else dataclasses.replace(sweep.ladder, accounting=sweep.accounting)
 
 
-def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict) -> list[Run]:
-    """The runs of one model size: its budgets crossed with the grid."""
+def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict, flops: Optional[tuple]) -> list[Run]:
+    """The runs of one model size: its budgets (`flops`, or the sweep's tokens) crossed with the grid."""
+    try:
+        return _checked_model_runs(sweep, shared, model, model_bindings, flops)
+    except (ValueError, TypeError) as error:  # gin's errors go on with lines about where they arose
+        raise ValueError(f"model {model!r}: {str(error).splitlines()[0]}") from None
+
+
+def _checked_model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
+                        flops: Optional[tuple]) -> list[Run]:
     from model import accounting
     runs = []
     for extras in _grid_points(sweep.grid):
@@ -232,7 +268,7 @@ def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict) -
         settings = run_settings(sweep.base, [*shared, *as_bindings(shape)])
         counts = count_params(settings.model)
         params = counts[ACCOUNTING[sweep.accounting]]
-        for label, budget, length in _budgets(sweep, params):
+        for label, budget, length in _budgets(sweep, params, flops):
             if length and settings.train.train_steps:
                 length = {"TrainConfig.train_steps": 0, **length}  # the base counts steps; this run, tokens
             config = {**model_bindings, **length}
@@ -250,20 +286,38 @@ def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict) -
     return runs
 
 
-def plan_sweep(files: list[str], bindings: list[str]) -> Plan:
+def placer(sweep: Sweep, shared: tuple):
+    """place(budget, targets, existing runs): a run at `budget` for each target's ladder shape that
+    neither `existing` nor an earlier target has (two targets on one shape give one run)."""
+    ladder, base = sweep_ladder(sweep), run_settings(sweep.base, list(shared)).model
+
+    def place(budget: float, targets: list[float], existing: list[Run]) -> list[Run]:
+        have, runs = {run.model for run in existing}, []
+        for target in targets:
+            shape = ladder.shape(target, base)
+            if shape.name not in have:
+                have.add(shape.name)
+                runs.extend(_model_runs(sweep, shared, shape.name, shape.bindings, (budget,)))
+        return runs
+    return place
+
+
+def plan_sweep(files: list[str], bindings: list[str], rows: Optional[dict] = None,
+               prediction: Optional[dict] = None) -> Plan:
     """Reads the sweep and builds every run's config, checking each as train.main will.
 
+    With Sweep.placement the runs depend on the finished ones: `rows` maps run names to their results
+    rows, and `prediction` is the verification run's prediction (prediction.json) once there is one.
     Raises FileNotFoundError, or ValueError / TypeError / SyntaxError for bad input.
     """
     sweep_bindings, run_bindings = split_bindings(bindings)
     sweep = load_sweep(files, sweep_bindings)
     shared = (*sweep.bindings, *run_bindings)
+    if sweep.placement:
+        return _adaptive_plan(sweep, shared, rows or {}, prediction)
     runs = []
     for model, model_bindings in model_sizes(sweep, shared):
-        try:
-            runs.extend(_model_runs(sweep, shared, model, model_bindings))
-        except (ValueError, TypeError) as error:  # gin's errors go on with lines about where they arose
-            raise ValueError(f"model {model!r}: {str(error).splitlines()[0]}") from None
+        runs.extend(_model_runs(sweep, shared, model, model_bindings, sweep.flops))
     if sweep.tokens_per_param is not None:
         low, high = sweep.tokens_per_param
         runs = [run for run in runs if low <= run.tokens / run.params <= high]
@@ -273,4 +327,29 @@ def plan_sweep(files: list[str], bindings: list[str]) -> Plan:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"several runs would be named {repeated[0]!r}: make the sweep's axes distinct")
-    return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives))
+    return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting)
+
+
+def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, prediction: Optional[dict]) -> Plan:
+    """The budgets' waves so far (train/sweep_design.py) and, once all are done, the verification run."""
+    place = placer(sweep, shared)
+    budgets = sweep_design.plan_budgets(sweep.placement, sweep.flops, place, rows, ACCOUNTING[sweep.accounting])
+    runs = [run for budget in budgets for run in budget.runs]
+    verify_budget = None
+    if sweep.verify_factor and all(budget.done for budget in budgets):
+        verify_budget = sweep.verify_factor * max(sweep.flops)
+    if verify_budget is not None and prediction is not None:
+        if prediction.get("budget") != verify_budget:
+            raise ValueError(f"prediction.json predicts for C={prediction.get('budget')} but the sweep verifies at "
+                             f"C={compact(verify_budget)}; use another --workdir")
+        try:
+            n_opt = float(prediction["predict"]["chinchilla"]["N_opt"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("prediction.json holds no Approach 3 N_opt; use another --workdir") from None
+        run, = place(verify_budget, [n_opt], [])
+        if run.name != prediction.get("run"):
+            raise ValueError(f"prediction.json is for run {prediction.get('run')} but the sweep now plans "
+                             f"{run.name}; use another --workdir")
+        runs.append(dataclasses.replace(run, record={"role": "verification", "prediction": prediction}))
+    return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting,
+                budgets, verify_budget, sweep.verify_bootstrap, place)

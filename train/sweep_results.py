@@ -2,8 +2,11 @@
 
 A row is written once, when its run has finished: `run`, `model`, `config`
 (the bindings that make it differ from the sweep's base), `budget` (IsoFLOP
-sweeps), every field of the run's summary.json, and `unique_tokens` (the
-corpus' training tokens, for fits that allow for repeated data).
+sweeps), what the sweep's design records about the run (with Sweep.placement:
+`wave` and `placement` = {expected_n_opt, ratio, source[, reason]}; the
+verification run: `role` 'verification' and its `prediction`), every field of
+the run's summary.json, and `unique_tokens` (the corpus' training tokens, for
+fits that allow for repeated data).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class Results:
         row = {"run": run.name, "model": run.model, "config": run.config}
         if run.budget is not None:
             row["budget"] = run.budget
+        row.update(run.record)
         row.update(summary)
         if "corpus_train_tokens" in summary:
             row["unique_tokens"] = summary["corpus_train_tokens"]
