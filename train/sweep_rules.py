@@ -27,13 +27,15 @@ class PowerLaw:
     """Sets `binding` to value * (N / reference_params) ** exponent, e.g. a learning rate falling with size.
 
     N is the sweep's parameter count (Sweep.accounting). round_to > 0 rounds to a whole multiple
-    of it, at least one (1: warm-up steps; 16: a batch size that the data axis divides).
+    of it, at least one (1: warm-up steps; 16: a batch size that the data axis divides). `source`
+    says where the law comes from; the sweep's plan prints it beside the value it sets.
     """
     binding: str
     value: float
     reference_params: float
     exponent: float
     round_to: int = 0
+    source: str = ""  # e.g. 'fitted by scaling.lr on results/lr_cpu/results.jsonl'
 
     def __call__(self, model: str, params: int) -> dict:
         x = self.value * (params / self.reference_params) ** self.exponent
