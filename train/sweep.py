@@ -21,7 +21,7 @@ With Sweep.verify_factor, once every budget is done, the fits' prediction at
 verify_factor x the largest budget is written to DIR/prediction.json, and then
 the predicted compute-optimal run is trained and set beside it.
 
-Command-line bindings of Sweep, PowerLaw or SizeTable change the sweep; the
+Command-line bindings of Sweep, Ladder, Placement, PowerLaw or SizeTable change the sweep; the
 others go to every run, after the sweep's shared bindings and before what the
 sweep varies. Bad input gives one line on stderr and exit status 2, with
 nothing written; a failed run is reported with its log, the others go on, and
@@ -107,6 +107,8 @@ def verification_report(plan, results: Results) -> list[str]:
     measured = row["final_eval_loss"]
     lines = [f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss {measured:.4f}"]
     for approach, predicted in run.record["prediction"]["predicted_loss"].items():
+        if predicted.get("loss") is None:
+            continue
         interval = predicted.get("interval")
         within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
         lines.append(f"  {approach} predicted {predicted['loss']:.4f}{within}: relative error "

@@ -254,12 +254,12 @@ def sweep_ladder(sweep: Sweep) -> Ladder:
 def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict, flops: Optional[tuple]) -> list[Run]:
     """The runs of one model size: its budgets (`flops`, or the sweep's tokens) crossed with the grid."""
     try:
-        return _checked_model_runs(sweep, shared, model, model_bindings, flops)
+        return _expand_size(sweep, shared, model, model_bindings, flops)
     except (ValueError, TypeError) as error:  # gin's errors go on with lines about where they arose
         raise ValueError(f"model {model!r}: {str(error).splitlines()[0]}") from None
 
 
-def _checked_model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
+def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
                         flops: Optional[tuple]) -> list[Run]:
     from model import accounting
     runs = []
