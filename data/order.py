@@ -54,11 +54,19 @@ class DocumentOrder:
             members = [rng.permutation(m)[:self.max_docs_per_source] for m in members]
         return members
 
-    def source_epochs(self, epoch: int, index: int) -> dict[str, float]:
-        """Passes over each source (its documents read / its documents) before position `index` of `epoch`."""
+    def source_epochs(self, positions: list[tuple[int, int]]) -> dict[str, float]:
+        """Passes over each source (its documents read / its documents) by streams at these positions.
+
+        positions[i] = (epoch, index) of stream i of len(positions), which reads documents
+        i, i + len(positions), ... of each epoch's order (data/pipeline.py); one stream: the
+        documents before position `index` of `epoch`.
+        """
         read = np.zeros(len(self.source_names))
-        for e in range(epoch + 1):
-            order = self(e) if e < epoch else self(e)[:index]
-            read += np.bincount(self.doc_sources[order], minlength=len(self.source_names))
+        step = len(positions)
+        for first, (epoch, index) in enumerate(positions):
+            for e in range(epoch + 1):
+                share = self(e)[first::step]
+                order = share if e < epoch else share[:index]
+                read += np.bincount(self.doc_sources[order], minlength=len(self.source_names))
         sizes = [len(members) for members in self._members()]
         return {name: float(r / n) if n else 0.0 for name, r, n in zip(self.source_names, read, sizes)}

@@ -1,12 +1,14 @@
 """From documents to packed batches: tokenize, append EOS, concatenate, cut rows.
 
-Each epoch visits the documents in a fresh seeded permutation. Rows hold
-seq_len + 1 tokens (inputs and targets shifted by one) and consecutive rows
-overlap by one token, so every token is a target exactly once. The iterator's
-whole state is three integers: the epoch, the position in that epoch's
-permutation of the document at the head of the buffer, and how many of its
-tokens were consumed. A checkpoint stores them and a restart re-tokenizes from
-there, so a resumed run sees exactly the batches it would have seen.
+Each epoch visits the documents in a fresh seeded permutation, dealt out to
+interleaved streams, one per row of a batch (see PackedBatches). Rows hold
+seq_len + 1 tokens (inputs and targets shifted by one) and a stream's
+consecutive rows overlap by one token, so every token is a target exactly
+once. A stream's whole state is three integers: the epoch, the position in its
+share of that epoch's permutation of the document at the head of its buffer,
+and how many of its tokens were consumed. A checkpoint stores them and a
+restart re-tokenizes from there, so a resumed run sees exactly the batches it
+would have seen.
 
 Objectives: 'lm' weighs every target; 'prefix_lm' draws a prefix length per
 row and weighs only the targets after the prefix; 'span_corruption' (T5,
@@ -17,6 +19,7 @@ on seq_len alone, so its batches need no padding.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue
 import threading
@@ -36,44 +39,30 @@ class EndOfData(Exception):
     """A source read once (repeat=False, for evaluation) has no full row left."""
 
 
+def _every_nth(order: Callable[[int], np.ndarray], first: int, step: int, epoch: int) -> np.ndarray:
+    """Documents first, first + step, ... of an epoch's order: one stream's share."""
+    return order(epoch)[first::step]
+
+
 def _text(doc, text_key: str) -> str:
     value = doc[text_key]
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
-class PackedBatches:
-    """Deterministic, resumable iterator of packed batches over a random-access document source."""
+class _Stream:
+    """Rows of seq_len + 1 tokens cut from documents read in a given order, epoch after epoch.
 
-    def __init__(self, docs: Sequence, tokenizer, seq_len: int, batch_size: int, seed: int = 0,
-                 objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
-                 encode_chunk: int = 64, sentinels: Sequence = (), noise_density: float = 0.15,
-                 mean_noise_span_length: float = 3.0, order: Optional[Callable[[int], np.ndarray]] = None):
-        """sentinels, noise_density, mean_noise_span_length: for span_corruption; the sentinels are
-        ids the tokenizer never produces, one per noise span. order: epoch -> document indices
-        (data/order.py; default a seeded permutation per epoch, or the stored order without shuffle)."""
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
-        if objective == "span_corruption":
-            spans = span_corruption.span_counts(seq_len, noise_density, mean_noise_span_length)[1]
-            if len(sentinels) < spans:
-                raise ValueError(f"span corruption of {seq_len} tokens makes {spans} noise spans but has only "
-                                 f"{len(sentinels)} sentinel ids")
-        self.sentinels = np.asarray(sentinels, np.int32)
-        self.noise_density, self.mean_noise_span_length = noise_density, mean_noise_span_length
-        if len(docs) == 0:
-            raise ValueError("the document source is empty")
-        self.docs, self.tokenizer = docs, tokenizer
-        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.objective, self.repeat, self.text_key = objective, repeat, text_key
-        if order is None:
-            order = (DocumentOrder(np.zeros(len(docs), np.int64), ["all"], seed) if shuffle
-                     else lambda epoch: np.arange(len(docs)))
-        self.order = order
-        self.encode_chunk = encode_chunk
-        self.threads = max(1, (os.cpu_count() or 1) // 2)
+    The whole state is three integers: the epoch, the position in that epoch's
+    order of the document at the head of the buffer, and how many of its
+    tokens were consumed.
+    """
+
+    def __init__(self, docs: Sequence, tokenizer, seq_len: int, order: Callable[[int], np.ndarray], repeat: bool,
+                 text_key: str, encode_chunk: int, threads: int):
+        self.docs, self.tokenizer, self.seq_len, self.order = docs, tokenizer, seq_len, order
+        self.repeat, self.text_key, self.encode_chunk, self.threads = repeat, text_key, encode_chunk, threads
         self.set_state({"epoch": 0, "index": 0, "offset": 0})
 
-    # --- state -------------------------------------------------------------
     def get_state(self) -> dict:
         if self._buffer:
             (epoch, index), _ = self._buffer[0]
@@ -87,7 +76,6 @@ class PackedBatches:
         self._offset = int(state["offset"])
         self._order_epoch, self._order = -1, None
 
-    # --- reading -----------------------------------------------------------
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._order_epoch != epoch:
             self._order, self._order_epoch = self.order(epoch), epoch
@@ -96,6 +84,8 @@ class PackedBatches:
     def _read_chunk(self) -> None:
         epoch, index = self._next
         order = self._permutation(epoch)
+        if len(order) == 0:  # a stream with no documents of its own (more streams than documents)
+            raise EndOfData
         positions = list(range(index, min(index + self.encode_chunk, len(order))))
         texts = [_text(self.docs[int(order[i])], self.text_key) for i in positions]
         for i, ids in zip(positions, self.tokenizer.encode(texts, self.threads)):
@@ -104,7 +94,7 @@ class PackedBatches:
             self._buffered += len(tokens)
         self._next = (epoch + 1, 0) if positions[-1] + 1 == len(order) else (epoch, positions[-1] + 1)
 
-    def _row(self) -> tuple[np.ndarray, dict]:
+    def row(self) -> tuple[np.ndarray, dict]:
         """seq_len + 1 tokens from the head of the stream, then consume seq_len of them."""
         while self._buffered - self._offset < self.seq_len + 1:
             if not self.repeat and self._next[0] > 0:
@@ -126,14 +116,77 @@ class PackedBatches:
             self._buffer.popleft()
         return np.concatenate(pieces), start
 
+
+class PackedBatches:
+    """Deterministic, resumable iterator of packed batches over a random-access document source.
+
+    Row i of every batch comes from stream i of `streams` (default: one per
+    row). Stream i reads documents i, i + streams, i + 2 streams, ... of each
+    epoch's order, so a batch holds rows from as many different places in the
+    corpus as it has rows. (Rows cut from one contiguous stream would fill a
+    batch with one long source file, the next with dictionary entries: on the
+    default corpus the loss then swings by tenths of a nat from batch to batch,
+    and runs that differ only in learning rate end tenths apart.)
+    """
+
+    def __init__(self, docs: Sequence, tokenizer, seq_len: int, batch_size: int, seed: int = 0,
+                 objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
+                 encode_chunk: int = 64, sentinels: Sequence = (), noise_density: float = 0.15,
+                 mean_noise_span_length: float = 3.0, order: Optional[Callable[[int], np.ndarray]] = None,
+                 streams: Optional[int] = None):
+        """sentinels, noise_density, mean_noise_span_length: for span_corruption; the sentinels are
+        ids the tokenizer never produces, one per noise span. order: epoch -> document indices
+        (data/order.py; default a seeded permutation per epoch, or the stored order without shuffle).
+        streams: interleaved readers, a divisor of batch_size (default batch_size; 1 reads one
+        contiguous stream, as the eval set does)."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
+        if objective == "span_corruption":
+            spans = span_corruption.span_counts(seq_len, noise_density, mean_noise_span_length)[1]
+            if len(sentinels) < spans:
+                raise ValueError(f"span corruption of {seq_len} tokens makes {spans} noise spans but has only "
+                                 f"{len(sentinels)} sentinel ids")
+        self.sentinels = np.asarray(sentinels, np.int32)
+        self.noise_density, self.mean_noise_span_length = noise_density, mean_noise_span_length
+        if len(docs) == 0:
+            raise ValueError("the document source is empty")
+        streams = batch_size if streams is None else streams
+        if streams < 1 or batch_size % streams:
+            raise ValueError(f"streams = {streams} must be a positive divisor of batch_size {batch_size}")
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+        self.objective, self.repeat = objective, repeat
+        if order is None:
+            order = (DocumentOrder(np.zeros(len(docs), np.int64), ["all"], seed) if shuffle
+                     else lambda epoch: np.arange(len(docs)))
+        self.order = order
+        threads = max(1, (os.cpu_count() or 1) // 2)
+        self.streams = [_Stream(docs, tokenizer, seq_len, functools.partial(_every_nth, order, i, streams), repeat,
+                                text_key, encode_chunk, threads) for i in range(streams)]
+
+    def get_state(self) -> dict:
+        return {"streams": [stream.get_state() for stream in self.streams]}
+
+    def set_state(self, state: dict) -> None:
+        if len(state.get("streams", ())) != len(self.streams):
+            raise ValueError(f"the saved data position has {len(state.get('streams', ()))} streams, this "
+                             f"pipeline {len(self.streams)}: it was saved by another version or batch size")
+        for stream, position in zip(self.streams, state["streams"]):
+            stream.set_state(position)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return self.order(epoch)
+
     def next_batch(self) -> dict:
-        rows, starts = zip(*[self._row() for _ in range(self.batch_size)])
+        per_stream = self.batch_size // len(self.streams)
+        rows, starts = zip(*[self.streams[i // per_stream].row() for i in range(self.batch_size)])
         rows = np.stack(rows)
         inputs, targets = rows[:, :-1], rows[:, 1:]
         weights = np.ones(targets.shape, np.float32)
         prefix_len = np.zeros(self.batch_size, np.int32)
-        # Random choices are drawn from each row's own position, so a resumed run draws the same.
-        rngs = [np.random.default_rng([self.seed, s["epoch"], s["index"], s["offset"]]) for s in starts]
+        # Random choices are drawn from each row's own stream and position, so a resumed run draws the same.
+        per_stream = self.batch_size // len(self.streams)
+        rngs = [np.random.default_rng([self.seed, i // per_stream, s["epoch"], s["index"], s["offset"]])
+                for i, s in enumerate(starts)]
         if self.objective == "span_corruption":
             return self._span_corruption(rows[:, :-1], rngs)
         if self.objective == "prefix_lm":
@@ -170,13 +223,13 @@ def eval_batches(docs: Sequence, tokenizer, seq_len: int, batch_size: int, max_b
     stands for the split by token mass instead of being a few long documents.
     """
     stream = PackedBatches(docs, tokenizer, seq_len, batch_size=1, seed=12345, objective=objective,
-                           repeat=False, text_key=text_key, **objective_options)
+                           repeat=False, text_key=text_key, streams=1, **objective_options)
     order = stream.order(0)  # the stream is read once: epoch 0 only
     wanted = max_batches * batch_size
     rows = []
     try:
         while len(rows) < oversample * wanted:
-            head = stream.get_state()  # the next row's start: its first token is in this document
+            head, = stream.get_state()["streams"]  # the next row's start: its first token is in this document
             row = stream.next_batch()
             rows.append({**row, "doc": order[head["index"]:head["index"] + 1]})
     except EndOfData:

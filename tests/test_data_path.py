@@ -40,12 +40,25 @@ def test_tokenizer_round_trips_code_and_counts_bytes_exactly(tokenizer, docs):
 
 
 def test_rows_are_a_contiguous_stream_with_one_token_overlap(tokenizer, docs):
-    stream = PackedBatches(docs, tokenizer, SEQ_LEN, 4, shuffle=False)
+    stream = PackedBatches(docs, tokenizer, SEQ_LEN, 4, shuffle=False, streams=1)
     batch = stream.next_batch()
     assert (batch["inputs"][:, 1:] == batch["targets"][:, :-1]).all()
     assert (batch["targets"][:-1, -1] == batch["inputs"][1:, 0]).all()
     expected = np.array(tokenizer.encode([docs[0]["text"]])[0][:SEQ_LEN + 1])
     np.testing.assert_array_equal(batch["inputs"][0], expected[:SEQ_LEN])
+
+
+def test_each_row_of_a_batch_is_its_own_stream_over_its_share_of_the_documents(tokenizer, docs):
+    stream = PackedBatches(docs, tokenizer, SEQ_LEN, 4, shuffle=False)
+    first, second = stream.next_batch(), stream.next_batch()
+    # Row i continues row i of the previous batch, with the usual one-token overlap ...
+    assert (first["targets"][:, -1] == second["inputs"][:, 0]).all()
+    # ... and starts on document i: rows of one batch come from different documents.
+    encoded = tokenizer.encode([d["text"] for d in docs[:4]])
+    for i, ids in enumerate(encoded):
+        np.testing.assert_array_equal(first["inputs"][i, :min(SEQ_LEN, len(ids))], ids[:SEQ_LEN])
+    with pytest.raises(ValueError, match="divisor"):
+        PackedBatches(docs, tokenizer, SEQ_LEN, 4, streams=3)
 
 
 def objective_options(objective: str, tokenizer) -> dict:
@@ -125,12 +138,19 @@ def test_mixture_order_follows_the_weights_and_counts_epochs_per_source():
     drawn_small = np.isin(epoch, np.arange(100)).sum()
     assert 170 <= drawn_small <= 230  # half the draws, so the small source is read about twice
     assert not np.array_equal(order(1), epoch)
-    epochs = order.source_epochs(1, 0)
+    epochs = order.source_epochs([(1, 0)])
     assert epochs["small"] == pytest.approx(drawn_small / 100) and epochs["large"] == pytest.approx((400 - drawn_small) / 300)
     uniform = DocumentOrder(doc_sources, ["small", "large"], seed=0)
     assert sorted(uniform(0)) == list(range(400))
-    assert uniform.source_epochs(2, 200) == pytest.approx({"small": 2 + np.isin(uniform(2)[:200], np.arange(100)).sum() / 100,
+    assert uniform.source_epochs([(2, 200)]) == pytest.approx({"small": 2 + np.isin(uniform(2)[:200], np.arange(100)).sum() / 100,
                                                           "large": 2 + np.isin(uniform(2)[:200], np.arange(100, 400)).sum() / 300})
+    # Four interleaved streams: stream i reads documents i, i + 4, ... of each epoch.
+    positions = [(1, 10), (1, 0), (0, 99), (2, 5)]
+    shares = [np.concatenate([uniform(e)[i::4] for e in range(epoch)] + [uniform(epoch)[i::4][:index]])
+              for i, (epoch, index) in enumerate(positions)]
+    read = np.concatenate(shares)
+    assert uniform.source_epochs(positions) == pytest.approx({"small": np.isin(read, np.arange(100)).sum() / 100,
+                                                             "large": np.isin(read, np.arange(100, 400)).sum() / 300})
     capped = DocumentOrder(doc_sources, ["small", "large"], seed=0, weights={"small": 1, "large": 1}, max_docs_per_source=50)
     used = set(capped(0).tolist()) | set(capped(1).tolist())
     assert len(used & set(range(100, 400))) == 50  # the large source contributes one fixed 50-document subset

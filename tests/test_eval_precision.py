@@ -121,8 +121,8 @@ def test_eval_loss_is_total_nll_over_total_weight(stdlib_text, variant):
     nll, weight = np.sum(totals, axis=0)
     assert result["eval_loss"] == pytest.approx(nll / weight, rel=1e-5)
     assert result["eval_bpb"] == pytest.approx(nll / math.log(2) / sum(b["bytes"].sum() for b in batches), rel=1e-5)
-    assert 0 < result["eval_loss_se"] < 0.1 * result["eval_loss"]
-    assert 0 < result["eval_bpb_se"] < 0.1 * result["eval_bpb"]
+    assert 0 < result["eval_loss_se"] < 0.25 * result["eval_loss"]  # 24 rows of an untrained model
+    assert 0 < result["eval_bpb_se"] < 0.25 * result["eval_bpb"]
 
 
 def test_runs_report_the_standard_error_on_one_device_and_on_a_mesh(tiny_corpus, tmp_path):

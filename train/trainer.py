@@ -372,7 +372,7 @@ def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches
         "objective": setup.objective["objective"],
         # Documents started, the one being read included.
         "source_epochs": setup.order and setup.order.source_epochs(
-            data_state["epoch"], data_state["index"] + (data_state["offset"] > 0)),
+            [(s["epoch"], s["index"] + (s["offset"] > 0)) for s in data_state["streams"]]),
     }
     if final_step == setup.total_steps and jax.process_index() == 0:
         if final_documents is not None:  # before summary.json: a run with a summary has its documents
