@@ -216,10 +216,12 @@ def fit_kaplan(N=None, D=None, C=None, loss=None, bootstrap=0, level=0.95, seed=
     if C is None and N is not None and D is not None:
         C = 6.0 * N * D
     fit = KaplanFit(n_points=len(loss), **_single_laws(N, D, C, loss, w))
-    joint = N is not None and D is not None
+    # The joint law has 4 parameters: with fewer than 5 points only the single-variable laws are fitted.
+    joint = N is not None and D is not None and len(loss) >= 5
+    if N is not None and D is not None and not joint:
+        fit.diagnostics = {"identified": False, "warnings": [
+            f"joint law not fitted: it has 4 parameters and needs at least 5 points, got {len(loss)}"]}
     if joint:
-        if len(loss) < 5:
-            raise ValueError(f"need at least 5 points for the joint law (4 parameters), got {len(loss)}")
         centre = (float(np.mean(np.log(N))), float(np.mean(np.log(D))))
         points = (np.log(N) - centre[0], np.log(D) - centre[1], np.log(loss))
         full, free, fit.joint_objective = _fit_joint(points, loss, w, delta, 4)

@@ -214,3 +214,35 @@ def allocation(fits, C, axes=None, level=0.95, points=None):
     _loglog(ax_d, "compute C (FLOPs)", "D_opt (tokens)")
     ax_n.legend(fontsize="small")
     return axes
+
+
+def prediction_check(fit, C, loss, minima=None, verification=None, ax=None, level=0.95):
+    """Predict, then verify: a law's compute-optimal loss against C = 6 N D, and the held-out run.
+
+    fit: a bootstrapped law with predict and optimal_allocation (Approach 3), or None.
+    C, loss: the sweep's runs (C = 6 N D in the fit's accounting), grey.
+    minima: Approach 2's [(budget, N_opt, D_opt, loss_opt)], drawn as stars.
+    verification: {'C', 'predicted', 'interval' (lo, hi) or None, 'measured'}: the run the
+    sweep trained beyond its budgets, its loss predicted before it trained (with the
+    bootstrap interval) and measured after.
+    """
+    ax = _axes(ax)
+    C, loss = np.asarray(C, float), np.asarray(loss, float)
+    ax.scatter(C, loss, s=10, color="0.6", label="runs", zorder=2)
+    top = max(C.max(), verification["C"] if verification else 0.0) * 2.0
+    if fit is not None:
+        grid = np.geomspace(C.min(), top, 100)
+        fit_with_band(fit, *fit.optimal_allocation(grid), x=grid, level=level, ax=ax,
+                      label="Approach 3: loss at N_opt(C)")
+    if minima:
+        budgets, _, _, loss_opt = np.array(minima).T
+        ax.plot(budgets, loss_opt, "k*", ms=9, label="IsoFLOP minima", zorder=3)
+    if verification:
+        c, predicted, interval = verification["C"], verification["predicted"], verification.get("interval")
+        error = None if interval is None else [[predicted - interval[0]], [interval[1] - predicted]]
+        ax.errorbar([c], [predicted], yerr=error, fmt="o", color="tab:red", capsize=4, zorder=4,
+                    label="predicted before training")
+        ax.plot([c], [verification["measured"]], "D", color="tab:green", ms=7, zorder=5, label="measured")
+    _loglog(ax, "compute C = 6 N D (FLOPs)", "eval loss (nats/token)")
+    ax.legend(fontsize="small")
+    return ax
