@@ -1,6 +1,7 @@
-"""Where numbers go: metrics.jsonl, TensorBoard, the progress bar; the peak FLOP/s for MFU; and
-the standard error of eval loss over documents (`ratio_standard_error`, from scaling.eval_precision,
-which also compares two runs scored on the same documents).
+"""Where numbers go: metrics.jsonl, TensorBoard, the progress bar; the peak FLOP/s for MFU.
+
+(The standard error of eval loss over documents lives in scaling/eval_precision.py, which also
+compares two runs scored on the same documents.)
 
 MFU = achieved model FLOP/s (the Chinchilla count of training FLOPs per token,
 times tokens per second) / the peak of the devices in use. Accelerator peaks
@@ -20,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from scaling.eval_precision import ratio_standard_error  # noqa: F401  (one implementation, shared)
 
 # Dense peak FLOP/s per device, from the vendors' data sheets (bf16 without sparsity; f32 where
 # the chip has a separate figure). Matched by substring of jax's device_kind, first match wins.
