@@ -24,7 +24,6 @@ standard errors.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -35,6 +34,7 @@ from typing import Optional
 
 import numpy as np
 
+from scaling import cli
 from scaling.inputs import load_results
 
 FILENAME = "eval_documents.json"
@@ -265,31 +265,26 @@ def _report(result: dict, group_key: str, size_key: str) -> list[str]:
     return lines
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ValueError(message)
-
-
-def main(argv=None) -> int:
-    parser = _Parser(prog="python -m scaling.eval_precision", description=__doc__.split("\n")[0])
+def _main(argv) -> int:
+    parser = cli.ArgumentParser(prog="python -m scaling.eval_precision", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl (run directories beside it)")
     parser.add_argument("--group_key", default="budget", help="results field that groups runs (default: budget)")
     parser.add_argument("--size_key", default="params_total",
                         help="results field that orders runs within a group (default: params_total)")
-    try:
-        args = parser.parse_args(argv)
-        rows = load_results(args.results)
-        result = neighbour_differences(rows, Path(args.results).parent, args.group_key, args.size_key)
-        if not result["pairs"]:
-            first = result["skipped"][0] if result["skipped"] else None
-            raise ValueError(f"{args.results}: no {args.group_key} has two runs with {FILENAME}"
+    args = parser.parse_args(argv)
+    rows = load_results(args.results)
+    result = neighbour_differences(rows, Path(args.results).parent, args.group_key, args.size_key)
+    if not result["pairs"]:
+        first = result["skipped"][0] if result["skipped"] else None
+        raise cli.InputError(f"{args.results}: no {args.group_key} has two runs with {FILENAME}"
                              + (f" ({len(result['skipped'])} rows skipped, e.g. {first['run']}: {first['reason']})"
                                 if first else ""))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print("\n".join(_report(result, args.group_key, args.size_key)))
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

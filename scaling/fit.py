@@ -15,26 +15,17 @@ Bad input: one line on stderr, exit status 2.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from scaling import cli
+from scaling.cli import InputError
 from scaling.inputs import arrays_from_rows, fit_rows, load_results
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
 
 FIXABLE = ("E", "alpha", "beta")
-
-
-class InputError(Exception):
-    """Bad input: reported as one line and exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise InputError(message)
 
 
 def _budgets(C):
@@ -93,59 +84,42 @@ def _constraints(args):
     return {"fixed": fixed, "tie_exponents": args.tie_exponents}
 
 
-def _json_ready(value):
-    """Non-finite floats as null: JSON has no NaN or infinity."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
-def main(argv=None):
-    parser = _Parser(prog="python -m scaling.fit", description=__doc__.split("\n")[0])
+def _main(argv):
+    parser = cli.ArgumentParser(prog="python -m scaling.fit", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl")
     parser.add_argument("--out", help="where to write the fits (default: fits.json beside results)")
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla", "both"], default="both")
-    parser.add_argument("--bootstrap", type=int, default=0, metavar="K",
+    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=0, metavar="K",
                         help="bootstrap resamples for confidence intervals (default 0: none)")
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                         help="hold an Approach 3 parameter (E, alpha or beta) at a value; repeatable")
     parser.add_argument("--tie_exponents", action="store_true", help="Approach 3 with alpha = beta")
     parser.add_argument("--weight_by_se", action="store_true",
                         help="weight each run by 1/SE^2 of its eval loss (rows need final_eval_loss_se)")
-    try:
-        args = parser.parse_args(argv)
-        if args.bootstrap < 0:
-            raise InputError("--bootstrap must be >= 0")
-        constraints = _constraints(args)
-        rows = load_results(args.results)
-        accountings = ["kaplan", "chinchilla"] if args.accounting == "both" else [args.accounting]
-        data = {acc: arrays_from_rows(rows, acc) for acc in accountings}
-        minimum = 6 - len(constraints["fixed"]) - constraints["tie_exponents"]
-        if len(fit_rows(rows)) < minimum:
-            raise InputError(f"{args.results}: {len(fit_rows(rows))} runs, need at least {minimum} to fit")
-        if args.weight_by_se and "loss_se" not in data[accountings[0]]:
-            raise InputError("--weight_by_se: some row has no final_eval_loss_se")
-    except (InputError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)
+    constraints = _constraints(args)
+    rows = load_results(args.results)
+    accountings = ["kaplan", "chinchilla"] if args.accounting == "both" else [args.accounting]
+    data = {acc: arrays_from_rows(rows, acc) for acc in accountings}
+    minimum = 6 - len(constraints["fixed"]) - constraints["tie_exponents"]
+    if len(fit_rows(rows)) < minimum:
+        raise InputError(f"{args.results}: {len(fit_rows(rows))} runs, need at least {minimum} to fit")
+    if args.weight_by_se and "loss_se" not in data[accountings[0]]:
+        raise InputError("--weight_by_se: some row has no final_eval_loss_se")
     lines, result = [], {"results": str(args.results), "fits": {}}
     for acc, arrays in data.items():
         fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
                          weight_by_se=args.weight_by_se, chinchilla_options=constraints)
         result["fits"][acc] = _report(acc, arrays, fits, lines)
     out = Path(args.out) if args.out else Path(args.results).with_name("fits.json")
-    try:
-        out.write_text(json.dumps(_json_ready(result), indent=2) + "\n")
-    except OSError as err:
-        print(f"error: cannot write {out}: {err.strerror}", file=sys.stderr)
-        return 2
+    cli.write_json(out, result)
     print("\n".join(lines))
     print(f"wrote {out}")
     return 0
+
+
+def main(argv=None):
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ gin lines that make a sweep use it (train/sweep_rules.py's PowerLaw).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from scaling import cli
 from scaling.bootstrap import bootstrap_counts, percentile_intervals
 from scaling.inputs import ACCOUNTING, canonical_order, fit_rows, load_results, positive_arrays
 from scaling.isoflop import windowed_parabola
@@ -130,40 +129,28 @@ def report(fit, accounting):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ValueError(message)
-
-
-def main(argv=None):
-    parser = _Parser(prog="python -m scaling.learning_rate", description=__doc__.split("\n")[0])
+def _main(argv):
+    parser = cli.ArgumentParser(prog="python -m scaling.learning_rate", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a learning-rate sweep's results.jsonl")
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
     parser.add_argument("--key", default=KEY, help=f"the config binding swept (default {KEY})")
-    parser.add_argument("--bootstrap", type=int, default=200, metavar="K")
+    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=200, metavar="K")
     parser.add_argument("--reference_params", type=float, help="N at which the law's value is quoted")
     parser.add_argument("--out", help="where to write the fit (default: lr_fit.json beside the results)")
-    try:
-        args = parser.parse_args(argv)
-        if args.bootstrap < 0:
-            raise ValueError("--bootstrap must be >= 0")
-        fit = fit_optimal_learning_rate(load_results(args.results), args.accounting, args.key, args.bootstrap,
-                                        reference_params=args.reference_params)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)
+    fit = fit_optimal_learning_rate(load_results(args.results), args.accounting, args.key, args.bootstrap,
+                                    reference_params=args.reference_params)
     out = Path(args.out) if args.out else Path(args.results).with_name("lr_fit.json")
     source = f"scaling.learning_rate on {args.results}"
-    try:
-        out.write_text(json.dumps({**fit.to_dict(), "accounting": args.accounting, "source": source}, indent=2)
-                       + "\n")
-    except OSError as err:
-        print(f"error: cannot write {out}: {err.strerror}", file=sys.stderr)
-        return 2
+    cli.write_json(out, {**fit.to_dict(), "accounting": args.accounting, "source": source})
     print(report(fit, args.accounting))
     print("gin lines for a sweep:\n  " + "\n  ".join(fit.gin_rule(source)))
     print(f"wrote {out}")
     return 0
+
+
+def main(argv=None):
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

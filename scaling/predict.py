@@ -19,13 +19,11 @@ beyond its largest and records this prediction beside what it measured
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from scaling import cli
 from scaling.inputs import load_results
 from scaling.powerlaw import fit_power_law
 from scaling.sweep_fits import LABELS, fit_sweep
@@ -119,37 +117,25 @@ def report(prediction, flops, accounting, bootstrap):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ValueError(message)
-
-
-def main(argv=None):
-    parser = _Parser(prog="python -m scaling.predict", description=__doc__.split("\n")[0])
+def _main(argv):
+    parser = cli.ArgumentParser(prog="python -m scaling.predict", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl")
     parser.add_argument("--flops", type=float, required=True, help="the budget C = 6 N D to plan for")
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
-    parser.add_argument("--bootstrap", type=int, default=200, metavar="K")
+    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=200, metavar="K")
     parser.add_argument("--out", help="also write the prediction as JSON here")
-    try:
-        args = parser.parse_args(argv)
-        if not args.flops > 0 or not np.isfinite(args.flops):
-            raise ValueError(f"--flops must be a positive number, got {args.flops}")
-        if args.bootstrap < 0:
-            raise ValueError("--bootstrap must be >= 0")
-        prediction = predict(load_results(args.results), args.flops, args.accounting, args.bootstrap)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report(prediction, args.flops, args.accounting, args.bootstrap))
+    args = parser.parse_args(argv)
+    if not args.flops > 0 or not np.isfinite(args.flops):
+        raise cli.InputError(f"--flops must be a positive number, got {args.flops}")
+    prediction = predict(load_results(args.results), args.flops, args.accounting, args.bootstrap)
     if args.out:
-        try:
-            Path(args.out).write_text(json.dumps({"flops": args.flops, "accounting": args.accounting,
-                                                  "prediction": prediction}, indent=2) + "\n")
-        except OSError as err:
-            print(f"error: cannot write {args.out}: {err.strerror}", file=sys.stderr)
-            return 2
+        cli.write_json(args.out, {"flops": args.flops, "accounting": args.accounting, "prediction": prediction})
+    print(report(prediction, args.flops, args.accounting, args.bootstrap))
     return 0
+
+
+def main(argv=None):
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
