@@ -8,7 +8,6 @@ import pytest
 from scaling import eval_precision
 from scaling.eval_precision import (EvalDocuments, load_eval_documents, neighbour_differences,
                                     paired_difference)
-from tests.conftest import TINY_MODEL, run_main
 
 
 def heterogeneous_documents(seed: int, docs: int = 200):
@@ -137,26 +136,16 @@ def test_neighbours_are_consecutive_sizes_within_each_group(tmp_path):
         "unfinished": "eval_documents.json", "gone": "run"}
 
 
-@pytest.fixture(scope="module")
-def two_runs(tiny_corpus, tmp_path_factory):
-    """Two short real runs of different widths on the tiny corpus."""
-    root = tmp_path_factory.mktemp("pairs")
-    for name, width in (("w32", 32), ("w48", 48)):
-        result = run_main(root / name, tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 2",
-                                                                   f"TransformerConfig.d_model = {width}"])
-        assert result.returncode == 0, result.stderr
-    return root
-
-
-def test_a_finished_run_writes_the_sums_of_its_final_eval(two_runs):
-    for name in ("w32", "w48"):
-        run_dir = two_runs / name
+def test_a_finished_run_writes_the_sums_of_its_final_eval(swept, plan):
+    # The tiny sweep's real runs (the session's `swept` fixture, conftest.py).
+    for run in plan.runs:
+        run_dir = swept["workdir"] / run.name
         text = (run_dir / "eval_documents.json").read_text()
         assert text.count("\n") == 1 and ", " not in text  # compact: one line, no indentation
         assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
         record = json.loads(text)
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert record["step"] == summary["steps"] == 2
+        assert record["step"] == summary["steps"]
         doc, y, w = (np.array(record[key]) for key in ("doc", "nll", "weight"))
         assert (np.diff(doc) > 0).all() and len(doc) == summary["eval_documents"]
         assert w.sum() == summary["eval_tokens"] and all(isinstance(x, int) for x in record["weight"])
@@ -168,21 +157,25 @@ def test_a_finished_run_writes_the_sums_of_its_final_eval(two_runs):
         assert se == pytest.approx(summary["final_eval_loss_se"], rel=1e-9)
 
 
-def test_cli_prints_neighbouring_differences(two_runs, capsys):
-    summaries = {name: json.loads((two_runs / name / "summary.json").read_text()) for name in ("w32", "w48")}
-    rows = [{"run": name, "budget": 1e9, **summary} for name, summary in summaries.items()]
-    rows.append({"run": "never_ran", "budget": 1e9, "params_total": 1})
-    results = two_runs / "results.jsonl"
-    results.write_text("".join(json.dumps(row) + "\n" for row in rows))
+def test_cli_prints_neighbouring_differences(swept, plan, tmp_path, capsys):
+    workdir = swept["workdir"]
+    rows = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
+    budget = rows[0]["budget"]
+    pair = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["params_total"])
+    assert len(pair) == 2
+    # A results file beside the runs, with a row whose run never ran.
+    results = workdir / "pairs_results.jsonl"
+    results.write_text("".join(json.dumps(row) + "\n" for row in
+                               [*pair, {"run": "never_ran", "budget": budget, "params_total": 1}]))
     assert eval_precision.main([str(results)]) == 0
     out = capsys.readouterr().out.splitlines()
-    difference, se = paired_difference(two_runs / "w32", two_runs / "w48")
-    line, = [line for line in out if line.lstrip().startswith("w32")]
+    difference, se = paired_difference(workdir / pair[0]["run"], workdir / pair[1]["run"])
+    line, = [line for line in out if line.lstrip().startswith(pair[0]["run"])]
     fields = line.split()
-    assert fields[1] == "w48" and float(fields[4]) == pytest.approx(difference, abs=1e-4)
+    assert fields[1] == pair[1]["run"] and float(fields[4]) == pytest.approx(difference, abs=1e-4)
     assert float(fields[5]) == pytest.approx(se, abs=1e-5)
-    assert float(fields[7]) == pytest.approx(summaries["w32"]["final_eval_loss_se"], abs=1e-4)
-    assert out[0] == "budget 1e+09"
+    assert float(fields[7]) == pytest.approx(pair[0]["final_eval_loss_se"], abs=1e-4)
+    assert out[0] == f"budget {budget:.3g}"
     assert any(line.startswith("skipped never_ran: no run directory") for line in out)
     assert out[-1].startswith("summary: 1 neighbouring pairs in 1 groups") and "median paired SE" in out[-1]
 
