@@ -15,7 +15,10 @@ def one_device_losses(tiny_corpus, tmp_path_factory):
     return train_losses(workdir)
 
 
-@pytest.mark.parametrize("mesh", [(8, 1), (4, 2), (2, 4)])
+# Each mesh is a subprocess that compiles from scratch: data x model in the default suite, the
+# pure data-parallel and model-heavy meshes with `pytest -m slow`.
+@pytest.mark.parametrize("mesh", [(4, 2), pytest.param((8, 1), marks=pytest.mark.slow),
+                                  pytest.param((2, 4), marks=pytest.mark.slow)])
 def test_meshes_give_the_same_losses_as_one_device(tiny_corpus, one_device_losses, tmp_path, mesh):
     bindings = tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {STEPS}", f"make_mesh.mesh_shape = {mesh}"]
     result = run_main(tmp_path / "run", bindings, devices=8)

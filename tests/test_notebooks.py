@@ -146,5 +146,5 @@ def test_scaling_laws_notebook_shows_bracketing_and_the_verification(executed):
     # ... the per-budget table shows the third budget's second wave ...
     assert re.search(r"1\.6e\+19\s+\S+\s+True\s+\d+\s+\d+\s+\S+\s+2\n", text), text
     # ... and the verification: predicted 0.3% above the truth, inside its interval.
-    assert re.search(r"predicted \d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\], measured \d\.\d{4} \(SE 0\.0100\): "
-                     r"error -0\.\d\d%, inside the interval", text), text
+    assert re.search(r"measured \d\.\d{4} \(SE 0\.0100\)\n\s+Approach 3\s+predicted \d\.\d{4} "
+                     r"\[\d\.\d{4}, \d\.\d{4}\]: error -0\.\d\d%, inside the interval", text), text

@@ -14,16 +14,22 @@ def train_losses(text, **options):
 
 
 OPTIONS = [
-    {}, {"activation": "relu"}, {"activation": "swiglu"}, {"activation": "geglu"},
+    {}, {"dtype": "bfloat16"}, {"activation": "swiglu"}, {"position": "alibi"}, {"optimizer": "adafactor"},
+    {"activation": "relu"}, {"activation": "geglu"},
     {"norm": "layernorm"}, {"norm_position": "post"}, {"position": "learned"}, {"position": "sinusoidal"},
-    {"position": "alibi"}, {"use_bias": True, "norm": "layernorm"}, {"tie_embeddings": False},
-    {"dropout": 0.1}, {"n_kv_heads": 2}, {"n_kv_heads": 1}, {"dtype": "bfloat16"}, {"remat": True},
-    {"attention_mask": "prefix"}, {"optimizer": "adafactor"}, {"accum": 2},
+    {"use_bias": True, "norm": "layernorm"}, {"tie_embeddings": False},
+    {"dropout": 0.1}, {"n_kv_heads": 2}, {"n_kv_heads": 1}, {"remat": True},
+    {"attention_mask": "prefix"}, {"accum": 2},
     {"z_loss": 1e-4},
 ]
+# Each option compiles a model of its own (~9 s on two cores): the default suite trains the first
+# five, `pytest -m slow` the rest.
+IN_DEFAULT_SUITE = 5
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("options", [options if i < IN_DEFAULT_SUITE else pytest.param(options, marks=pytest.mark.slow)
+                                     for i, options in enumerate(OPTIONS)],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_option_trains_and_loss_falls(stdlib_text, options):
     losses = train_losses(stdlib_text, **options)
     assert all(np.isfinite(losses)), losses
