@@ -72,13 +72,23 @@ def test_empty_corpus(main_in_process, tmp_path):
     assert_one_line_error(result, "corpus", "empty")
 
 
-def test_workdir_with_another_config_is_refused_and_kept(tiny_corpus, tmp_path):
+def finished_run(tiny_corpus, workdir):
+    """A finished run's bindings and its files' bytes."""
     bindings = tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 2"]
-    assert run_main(tmp_path, bindings).returncode == 0
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert run_main(workdir, bindings).returncode == 0
+    return bindings, {p.name: p.read_bytes() for p in workdir.iterdir() if p.is_file()}
+
+
+def test_workdir_with_another_config_is_refused_and_kept(tiny_corpus, tmp_path):
+    bindings, before = finished_run(tiny_corpus, tmp_path)
     result = run_main(tmp_path, bindings + ["TransformerConfig.d_ff = 128"])
     assert_one_line_error(result, "different config", "d_ff")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.slow  # a second training subprocess
+def test_start_over_moves_the_old_workdir_aside(tiny_corpus, tmp_path):
+    bindings, before = finished_run(tiny_corpus, tmp_path)
     moved = run_main(tmp_path, bindings + ["TransformerConfig.d_ff = 128"], extra_args=["--start_over"])
     assert moved.returncode == 0, moved.stderr
     aside = list(tmp_path.parent.glob(tmp_path.name + ".replaced-*"))

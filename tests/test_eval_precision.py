@@ -97,7 +97,8 @@ def test_eval_rows_name_the_document_at_their_head(varied_docs):
     assert len(np.unique(docs_seen)) < len(docs_seen)  # and some documents fill several rows
 
 
-@pytest.mark.parametrize("variant", [{}, {"attention_mask": "prefix"}, {"architecture": "encoder_decoder"}])
+@pytest.mark.parametrize("variant", [{}, {"attention_mask": "prefix"},
+                                     pytest.param({"architecture": "encoder_decoder"}, marks=pytest.mark.slow)])
 def test_eval_loss_is_total_nll_over_total_weight(stdlib_text, variant):
     import jax
 
@@ -125,20 +126,35 @@ def test_eval_loss_is_total_nll_over_total_weight(stdlib_text, variant):
     assert 0 < result["eval_bpb_se"] < 0.25 * result["eval_bpb"]
 
 
-def test_runs_report_the_standard_error_on_one_device_and_on_a_mesh(tiny_corpus, tmp_path):
-    bindings = tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 2"]
-    reports = []
-    for name, devices, mesh in (("1x1", 1, []), ("4x2", 8, ["make_mesh.mesh_shape = (4, 2)"])):
-        result = run_main(tmp_path / name, bindings + mesh, devices=devices)
-        assert result.returncode == 0, result.stderr
-        last_eval = [row for row in metrics_rows(tmp_path / name) if "eval_loss" in row][-1]
-        summary = json.loads((tmp_path / name / "summary.json").read_text())
-        assert math.isfinite(last_eval["eval_loss_se"]) and last_eval["eval_loss_se"] > 0
-        assert summary["final_eval_loss_se"] == last_eval["eval_loss_se"]
-        assert summary["final_eval_bpb_se"] == last_eval["eval_bpb_se"] > 0
-        assert summary["eval_tokens"] == 2 * 8 * 32  # DataConfig.eval_batches x batch_size x seq_len
-        assert 2 <= summary["eval_documents"] <= 2 * 8
-        reports.append(last_eval)
-    one, sharded = reports
+def last_eval_and_summary(workdir, bindings, devices=1):
+    result = run_main(workdir, bindings, devices=devices)
+    assert result.returncode == 0, result.stderr
+    last_eval = [row for row in metrics_rows(workdir) if "eval_loss" in row][-1]
+    return last_eval, json.loads((workdir / "summary.json").read_text())
+
+
+RUN = ["TrainConfig.train_steps = 2"]
+
+
+@pytest.fixture(scope="module")
+def one_device_eval(tiny_corpus, tmp_path_factory):
+    return last_eval_and_summary(tmp_path_factory.mktemp("eval_se") / "1x1", tiny_corpus + TINY_MODEL + RUN)
+
+
+def test_a_run_reports_the_standard_error_in_metrics_and_summary(one_device_eval):
+    last_eval, summary = one_device_eval
+    assert math.isfinite(last_eval["eval_loss_se"]) and last_eval["eval_loss_se"] > 0
+    assert summary["final_eval_loss_se"] == last_eval["eval_loss_se"]
+    assert summary["final_eval_bpb_se"] == last_eval["eval_bpb_se"] > 0
+    assert summary["eval_tokens"] == 2 * 8 * 32  # DataConfig.eval_batches x batch_size x seq_len
+    assert 2 <= summary["eval_documents"] <= 2 * 8
+
+
+@pytest.mark.slow  # a subprocess on 8 simulated devices that compiles from scratch
+def test_a_mesh_reports_the_same_eval_and_standard_error_as_one_device(one_device_eval, tiny_corpus, tmp_path):
+    one, _ = one_device_eval
+    sharded, summary = last_eval_and_summary(tmp_path / "4x2", tiny_corpus + TINY_MODEL + RUN
+                                             + ["make_mesh.mesh_shape = (4, 2)"], devices=8)
+    assert summary["final_eval_loss_se"] == sharded["eval_loss_se"]
     for key in ("eval_loss", "eval_loss_se", "eval_bpb", "eval_bpb_se"):
         assert sharded[key] == pytest.approx(one[key], rel=1e-4), key
