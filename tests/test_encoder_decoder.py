@@ -72,6 +72,7 @@ def test_encoder_mask_hides_padding(model_and_params):
     assert not np.allclose(logits(model_and_params, padded, DECODER), logits(model_and_params, ENCODER, DECODER))
 
 
+@pytest.mark.slow  # a subprocess that compiles from scratch; the default suite trains it in-process
 def test_train_main_trains_it_on_span_corruption(tiny_corpus, tmp_path):
     bindings = tiny_corpus + TINY_MODEL + ["TransformerConfig.architecture = 'encoder_decoder'",
                                            "TrainConfig.train_steps = 8", "TrainConfig.eval_every = 8"]

@@ -8,11 +8,18 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def one_device_losses(tiny_corpus, tmp_path_factory):
+def one_device_run(tiny_corpus, tmp_path_factory):
+    """The workdir of a finished STEPS-step run on one device: the meshes' reference, and the
+    run whose files test_run_files_follow_the_design reads."""
     workdir = tmp_path_factory.mktemp("mesh") / "1x1"
     result = run_main(workdir, tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {STEPS}"])
     assert result.returncode == 0, result.stderr
-    return train_losses(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def one_device_losses(one_device_run):
+    return train_losses(one_device_run)
 
 
 # Each mesh is a subprocess that compiles from scratch: data x model in the default suite, the
@@ -48,27 +55,26 @@ def test_restart_resumes_exactly(tiny_corpus, tmp_path):
     assert evals == straight_evals
 
 
-def test_run_files_follow_the_design(tiny_corpus, tmp_path):
+def test_run_files_follow_the_design(one_device_run):
     import json
-    result = run_main(tmp_path, tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 3"])
-    assert result.returncode == 0, result.stderr
+    tmp_path = one_device_run
     summary = json.loads((tmp_path / "summary.json").read_text())
     for key in ("params_total", "params_embedding", "params_nonembedding", "params_active", "tokens",
                 "flops_kaplan", "flops_chinchilla", "final_loss", "final_eval_loss", "final_eval_bpb", "wall_s",
                 "mfu", "steps"):
         assert summary[key] is not None, key
     assert summary["params_total"] == summary["params_embedding"] + summary["params_nonembedding"]
-    assert summary["tokens"] == 3 * 8 * 32
+    assert summary["tokens"] == STEPS * 8 * 32
     assert summary["flops_kaplan"] == 6 * summary["params_nonembedding"] * summary["tokens"]
     assert summary["flops_chinchilla"] > summary["flops_kaplan"]
     (source, epochs), = summary["source_epochs"].items()  # the tiny corpus has one source
-    assert 0 < epochs < 1  # 3 steps read a fraction of it
+    assert 0 < epochs < 1  # a few steps read a fraction of it
     rows = metrics_rows(tmp_path)
     train_rows = [r for r in rows if "loss" in r]
     for key in ("step", "tokens", "loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "mfu"):
         assert key in train_rows[-1], key
-    assert [r["step"] for r in train_rows] == [1, 2, 3]
+    assert [r["step"] for r in train_rows] == list(range(1, STEPS + 1))
     assert any("eval_bpb" in r for r in rows)
     assert (tmp_path / "config.gin").read_text().count("TransformerConfig.d_model = 32") == 1
     assert list((tmp_path / "tensorboard").iterdir())
-    assert (tmp_path / "checkpoints" / "3").is_dir()
+    assert (tmp_path / "checkpoints" / str(STEPS)).is_dir()

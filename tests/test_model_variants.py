@@ -15,15 +15,15 @@ STEPS = 10
 
 
 # Options that do not interact share a run: compiling, not training, is what these tests spend time on.
-# The default suite trains the two whose extra checks below need a run; `pytest -m slow` all five
-# (the encoder-decoder also trains in test_encoder_decoder.py, through train.main).
+# The default suite trains the two whose extra checks below need a run and the encoder-decoder
+# (through train.main it trains with `pytest -m slow`, test_encoder_decoder.py); the slow suite all five.
 slow = pytest.mark.slow
 VARIANTS = [
     {"norm_position": "deepnorm", "embed_norm": True, "embed_grad_shrink": 0.1},
     {"moe_every": 1, "num_experts": 4, "moe_top_k": 2, "capacity_factor": 0.5},  # drops tokens
+    {"architecture": "encoder_decoder", "position": "t5_bias"},
     pytest.param({"norm_position": "sandwich", "position": "t5_bias"}, marks=slow),
     pytest.param({"moe_every": 2, "n_layers": 2, "num_experts": 4, "moe_top_k": 1}, marks=slow),
-    pytest.param({"architecture": "encoder_decoder", "position": "t5_bias"}, marks=slow),
 ]
 
 
