@@ -223,14 +223,24 @@ def _name_part(binding: str, value) -> str:
     return binding.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.+-]", "-", text)
 
 
+def _train_tokens(tokens: float, source: str) -> dict:
+    """The train_tokens binding for `tokens`; a budget too small to train one token is an error that
+    says so (train_tokens = 0 would otherwise read as unset, and fail further on with a puzzling line)."""
+    if round(tokens) < 1:
+        raise ValueError(f"{source} gives {tokens:.3g} training tokens, fewer than one")
+    return {"TrainConfig.train_tokens": round(tokens)}
+
+
 def _budgets(sweep: Sweep, params: int, flops: Optional[tuple]) -> list[tuple[str, Optional[float], dict]]:
     """(name part, IsoFLOP budget, train_tokens binding) for each point of the budget axis."""
     if flops is not None:
-        return [(f"C{compact(c)}", c, {"TrainConfig.train_tokens": round(c / (6 * params))}) for c in flops]
+        return [(f"C{compact(c)}", c, _train_tokens(c / (6 * params), f"the budget C = {c:.3g} at N = {params:,}"))
+                for c in flops]
     if sweep.tokens is not None:
-        return [(f"D{compact(d)}", None, {"TrainConfig.train_tokens": round(d)}) for d in sweep.tokens]
+        return [(f"D{compact(d)}", None, _train_tokens(d, f"Sweep.tokens entry {d!r}")) for d in sweep.tokens]
     if sweep.train_tokens_per_param is not None:
-        return [("", None, {"TrainConfig.train_tokens": round(sweep.train_tokens_per_param * params)})]
+        ratio = sweep.train_tokens_per_param
+        return [("", None, _train_tokens(ratio * params, f"Sweep.train_tokens_per_param = {ratio!r} at N = {params:,}"))]
     return [("", None, {})]  # the base's own training length
 
 
