@@ -83,6 +83,7 @@ def test_accounting_choice_changes_the_inputs(fitted, capsys, tmp_path):
     assert top == pytest.approx(max(r["flops_chinchilla"] for r in sweep_rows()))
 
 
+@pytest.mark.slow  # ~13 s of fitting; the law itself is checked in test_scaling_synthetic.py
 def test_data_constrained_fit_when_runs_repeat_data(tmp_path, capsys):
     rows = sweep_rows()
     for r in rows:
