@@ -129,6 +129,8 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
         f"_max{max_bytes_per_source}" if max_bytes_per_source else "") + ("" if clean else "_raw")
     config = CorpusConfig(name=name, sources=tuple(present), validation_percent=validation_percent,
                           max_bytes_per_source=max_bytes_per_source, clean=clean)
+    if clean:
+        CleaningPipeline()  # its stages check their gin settings now, before tfds creates any directory
     builder = ScalingCorpus(config=config, data_dir=os.path.join(data_dir, "tfds"), file_format="array_record")
     if not builder.is_prepared():
         if not sys.stderr.isatty():  # progress bars only for people, not for logs

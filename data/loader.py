@@ -7,6 +7,7 @@ text data set works with one binding, e.g. `DataConfig.tfds_name = 'lm1b'`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -64,6 +65,7 @@ class Data:
     source_stats: dict
     doc_sources: Optional[np.ndarray]  # each train document's index into source_names; None: unknown
     source_names: list
+    fingerprint: str  # of the data set's shards (verify_shards)
 
 
 def _texts(docs, key: str):
@@ -83,19 +85,56 @@ def load(cfg: DataConfig) -> Data:
     else:
         builder = corpus_lib.build_corpus(data_dir=cfg.data_dir)
         stats = corpus_lib.source_stats(builder)
+    fingerprint = verify_shards(str(builder.data_dir))
     train_docs = builder.as_data_source(cfg.train_split)
     eval_docs = builder.as_data_source(cfg.eval_split)
     if len(train_docs) == 0 or len(eval_docs) == 0:
         raise corpus_lib.CorpusError(f"the corpus {builder.name} has an empty train or eval split")
-    tokenizer = tokenizer_lib.load_or_train(builder.data_dir, cfg.vocab_size,
-                                            lambda: _texts(train_docs, cfg.text_key))
+    try:
+        tokenizer = tokenizer_lib.load_or_train(builder.data_dir, cfg.vocab_size,
+                                                lambda: _texts(train_docs, cfg.text_key))
+    except RuntimeError as error:  # sentencepiece: a model file that does not parse
+        raise corpus_lib.CorpusError(f"the tokenizer in {builder.data_dir} is unreadable ({error}); delete "
+                                     f"the file to train it again") from None
     token_stats = tokenizer_lib.corpus_token_stats(
         tokenizer, _texts(train_docs, cfg.text_key),
         cache_path=os.path.join(builder.data_dir, f"token_stats_{cfg.vocab_size}_{cfg.train_split}.json"))
     doc_sources, source_names = _doc_sources(train_docs, os.path.join(builder.data_dir,
                                                                       f"doc_sources_{cfg.train_split}.json"))
     return Data(train_docs, eval_docs, tokenizer, token_stats, f"{builder.name}/{builder.builder_config.name}"
-                if builder.builder_config else builder.name, stats, doc_sources, source_names)
+                if builder.builder_config else builder.name, stats, doc_sources, source_names, fingerprint)
+
+
+SHARD_HASHES = "shard_sha256.json"
+
+
+def verify_shards(data_dir: str) -> str:
+    """Checks the data set's array_record shards against the SHA-256 hashes recorded when they were
+    first opened (recording them then) and returns their joint fingerprint. A damaged shard is a
+    CorpusError naming it: read, it would stop training partway with a reader's traceback."""
+    shards = sorted(name for name in os.listdir(data_dir) if ".array_record" in name)
+    hashes = {name: _sha256(os.path.join(data_dir, name)) for name in shards}
+    path = os.path.join(data_dir, SHARD_HASHES)
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        damaged = [name for name in shards if recorded.get(name, hashes[name]) != hashes[name]]
+        if damaged:
+            raise corpus_lib.CorpusError(f"{os.path.join(data_dir, damaged[0])} is damaged (its SHA-256 differs "
+                                         f"from the one recorded when it was built); delete {data_dir} to "
+                                         f"build it again")
+    else:
+        with open(path, "w") as f:
+            json.dump(hashes, f, indent=1)
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _doc_sources(docs, cache_path: str) -> tuple[Optional[np.ndarray], list]:

@@ -10,13 +10,14 @@ the documents, bytes and tokens each source left in each split.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 
 import numpy as np
+
+import cli
 
 
 def tokens_per_byte(data, sample_bytes: int = 1_000_000) -> dict:
@@ -56,29 +57,31 @@ def token_table(data) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("--gin_file", action="append", default=[], help="gin file; repeatable")
-    parser.add_argument("--gin_bindings", action="append", default=[], help="a gin binding 'a.b = v'; repeatable")
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0], gin=True)
     parser.add_argument("--json", help="also write the cleaning report as JSON to this path")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)
 
     from data import corpus, loader
-    from train.main import fail, parse_gin
+    # base.gin binds the model's and the trainer's configurables too: only data's are read here.
+    cli.parse_gin(args.gin_file or ["base.gin"], args.gin_bindings, skip_unknown=True)
     try:
-        parse_gin(args.gin_file or ["base.gin"], args.gin_bindings)
         cfg = loader.DataConfig()
-    except FileNotFoundError as error:
-        return fail(str(error))
-    except (ValueError, SyntaxError, TypeError, IOError) as error:
-        return fail(f"bad gin config: {error}")
+    except (ValueError, TypeError) as error:
+        raise cli.InputError(f"bad value: {error}") from None
     start = time.perf_counter()
     try:
         data = loader.load(cfg)
     except corpus.CorpusError as error:
-        return fail(f"corpus: {error}")
+        raise cli.InputError(f"corpus: {error}") from None
+    except (ValueError, TypeError) as error:  # a bad cleaning setting, raised as the corpus is built
+        raise cli.InputError(f"bad value: {error}") from None
     seconds = time.perf_counter() - start
     if not cfg.tfds_name:
         builder = corpus.build_corpus(data_dir=cfg.data_dir)

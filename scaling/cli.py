@@ -1,4 +1,5 @@
-"""What the scaling commands (fit, predict, learning_rate, eval_precision) share.
+"""What the scaling commands (fit, predict, learning_rate, eval_precision) share, on top of the
+command line every entry point shares (cli/).
 
 Bad input is one line on stderr and exit status 2, never a traceback, and a
 command that fails writes nothing: each raises InputError (or ValueError, which
@@ -6,34 +7,18 @@ the checked inputs raise) and `run` turns it into that line.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-
-class InputError(ValueError):
-    """Bad input: reported as one line and exit status 2."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises InputError instead of printing usage and exiting."""
-
-    def error(self, message):
-        raise InputError(message)
+from cli import ArgumentParser, InputError, whole_number  # noqa: F401  the scaling commands' parser and error
+from cli import run as cli_run
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: bootstrap counts and the like."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return whole_number(0)(text)
 
 
 def json_ready(value):
@@ -55,9 +40,6 @@ def write_json(path, value) -> None:
 
 
 def run(command, argv=None) -> int:
-    """command(argv) -> exit status, with InputError and ValueError as one line and status 2."""
-    try:
-        return command(argv)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """command(argv) -> exit status, with InputError and ValueError (the checked inputs raise it) as
+    one line and status 2."""
+    return cli_run(command, argv, errors=(ValueError,))

@@ -56,13 +56,20 @@ def tiny_corpus(tmp_path_factory) -> list[str]:
     return bindings
 
 
+def main_env(devices: int = 1) -> dict:
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+
+
+def main_command(workdir, bindings: list[str], extra_args: list[str] = (), gin_file: str = "base.gin") -> list[str]:
+    return [sys.executable, "-m", "train.main", f"--gin_file={gin_file}", f"--workdir={workdir}", "--no_progress",
+            *[f"--gin_bindings={b}" for b in bindings], *extra_args]
+
+
 def run_main(workdir, bindings: list[str], devices: int = 1, extra_args: list[str] = (),
              gin_file: str = "base.gin") -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "train.main", f"--gin_file={gin_file}", f"--workdir={workdir}", "--no_progress",
-           *[f"--gin_bindings={b}" for b in bindings], *extra_args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(main_command(workdir, bindings, extra_args, gin_file), cwd=REPO, env=main_env(devices),
+                          capture_output=True, text=True, timeout=600)
 
 
 def metrics_rows(workdir) -> list[dict]:

@@ -93,3 +93,123 @@ def test_start_over_moves_the_old_workdir_aside(tiny_corpus, tmp_path):
     assert moved.returncode == 0, moved.stderr
     aside = list(tmp_path.parent.glob(tmp_path.name + ".replaced-*"))
     assert len(aside) == 1 and (aside[0] / "config.gin").read_bytes() == before["config.gin"]
+
+
+# Every entry point, in-process: (command, its arguments, words the one line must hold). "{tmp}" is
+# the test's empty directory, "{file}" a file in it that must survive, "{corpus}" the tiny corpus's
+# bindings as flags. Each case must exit 2 with one line and leave {tmp} exactly as it was.
+TRAIN = ["--gin_file=base.gin", "--workdir={tmp}/run", "{corpus}", "--gin.TrainConfig.train_steps=2"]
+SWEEP_ARGS = ["--gin_file=sweeps/tiny.gin", "--workdir={tmp}/sweep", "--dry_run", "{corpus}"]
+CASES = [
+    ("train.main", [], ["--workdir"]),
+    ("train.main", ["--gin_file=base.gin"], ["--workdir"]),
+    ("train.main", ["--workdir={tmp}/run"], ["--gin_file"]),
+    ("train.main", [*TRAIN, "--bogus"], ["--bogus"]),
+    ("train.main", [*TRAIN, "--stop_after_steps=x"], ["stop_after_steps"]),
+    ("train.main", [*TRAIN, "--stop_after_steps=-3"], ["stop_after_steps", "-3"]),
+    ("train.main", ["--gin_file=base.gin", "--workdir={file}"], ["is a file"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.train_steps=1.5"], ["train_steps", "1.5"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.log_every=0"], ["log_every"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.checkpoint_every=0"], ["checkpoint_every"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.grad_accum_steps=0"], ["grad_accum_steps"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.grad_accum_steps=3"], ["divisible", "grad_accum_steps"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.eval_every=-1"], ["eval_every"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.keep_checkpoints=0"], ["keep_checkpoints"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.spike_factor=-1.0"], ["spike_factor"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.max_rollbacks=-1"], ["max_rollbacks"]),
+    ("train.main", [*TRAIN, "--gin.TrainConfig.z_loss='big'"], ["z_loss"]),
+    ("train.main", [*TRAIN, "--gin.DataConfig.seq_len=512"], ["seq_len", "max_len"]),
+    ("train.main", [*TRAIN, "--gin_bindings=TransformerConfig.d_model = (32"], ["bad gin config"]),
+    ("train.main", [*TRAIN, "--gin.TransformerConfig.d_model"], ["--gin.TransformerConfig.d_model"]),
+    ("train.main", [*TRAIN, "--gin_file=no_such.gin"], ["no_such.gin"]),
+    ("train.sweep", [], ["--workdir"]),
+    ("train.sweep", ["--workdir={tmp}/sweep"], ["--gin_file"]),
+    ("train.sweep", [*SWEEP_ARGS, "--workers", "-3"], ["--workers", "-3"]),
+    ("train.sweep", [*SWEEP_ARGS, "--workers=two"], ["--workers"]),
+    ("train.sweep", [*SWEEP_ARGS, "--bogus"], ["--bogus"]),
+    ("train.sweep", ["--gin_file=no_such_sweep.gin", "--workdir={tmp}/sweep"], ["no_such_sweep.gin"]),
+    ("train.sweep", ["--gin_file={unclosed}", "--workdir={tmp}/sweep"], ["bad gin config"]),
+    ("train.sweep", ["--gin_file=sweeps/tiny.gin", "--workdir={file}"], ["is a file"]),
+    ("train.sweep", [*SWEEP_ARGS, "--gin.Sweep.models=('../escape',)"], ["../escape"]),
+    ("train.sweep", [*SWEEP_ARGS, "--gin.Sweep.flops=(-1.0,)"], ["flops"]),
+    ("train.sweep", [*SWEEP_ARGS, "--gin.TrainConfig.grad_accum_steps=3"], ["divisible"]),
+    ("train.sweep", [*SWEEP_ARGS, "--gin.TrainConfig.log_every=0"], ["log_every"]),
+    ("scaling.fit", [], ["results"]),
+    ("scaling.fit", ["{tmp}/no_such_results.jsonl"], ["no_such_results.jsonl"]),
+    ("scaling.fit", ["{file}"], []),
+    ("scaling.fit", ["{file}", "--bootstrap=-1"], ["bootstrap"]),
+    ("scaling.fit", ["{file}", "--bogus"], ["--bogus"]),
+    ("data.prepare", ["--bogus"], ["--bogus"]),
+    ("data.prepare", ["--gin_bindings=DataConfig.vocab_size = (", "--gin.DataConfig.data_dir='{tmp}/data'"],
+     ["bad gin config"]),
+    ("data.prepare", ["--gin.DataConfig.no_such_option=1"], ["no_such_option"]),
+    ("data.prepare", ["--gin.DataConfig.data_dir='{tmp}/data'", "--gin.build_corpus.sources=('no_such_source',)"],
+     ["no_such_source"]),
+    ("data.prepare", ["--gin.DataConfig.data_dir='{tmp}/data'", "--gin.NearDedup.threshold=7.0"], ["threshold"]),
+    ("data.prepare", ["--gin_file=no_such.gin"], ["no_such.gin"]),
+    ("data.clean", ["--sources", "no_such_source"], ["no_such_source"]),
+    ("data.clean", ["--workers=-1"], ["--workers"]),
+    ("data.clean", ["--validation_percent=200"], ["validation_percent"]),
+    ("data.clean", ["--gin_bindings=NearDedup.threshold = ("], ["bad gin config"]),
+    ("data.clean", ["--gin.NearDedup.threshold=7.0"], ["threshold"]),
+    ("data.clean", ["--bogus"], ["--bogus"]),
+]
+
+
+def snapshot(directory) -> dict:
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
+            for p in sorted(directory.rglob("*"))}
+
+
+def entry_point(name: str):
+    import importlib
+    module = importlib.import_module({"data.clean": "data.clean.__main__"}.get(name, name))
+    return module.main
+
+
+@pytest.mark.parametrize("command, args, words", CASES, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CASES)])
+def test_every_entry_point_refuses_bad_input_in_one_line(command, args, words, tiny_corpus, tmp_path, capfd):
+    (tmp_path / "results.jsonl").write_text('{"not": "a results row"}\n')
+    (tmp_path / "unclosed.gin").write_text("Sweep.base = ('base.gin',\n")
+    corpus_flags = [f"--gin_bindings={b}" for b in tiny_corpus]
+    argv = []
+    for arg in args:
+        if arg == "{corpus}":
+            argv.extend(corpus_flags)
+        else:
+            argv.append(arg.format(tmp=tmp_path, file=tmp_path / "results.jsonl",
+                                   unclosed=tmp_path / "unclosed.gin"))
+    before = snapshot(tmp_path)
+    gin.clear_config()
+    try:
+        code = entry_point(command)(argv)
+    finally:
+        gin.clear_config()
+    out, err = capfd.readouterr()
+    assert_one_line_error(subprocess.CompletedProcess(argv, code, out, err), *words)
+    assert snapshot(tmp_path) == before  # nothing created, nothing overwritten
+
+
+@pytest.mark.parametrize("damage, words", [("tokenizer", ["tokenizer", "unreadable"]),
+                                           ("shard", ["damaged", "array_record"])])
+def test_a_damaged_corpus_is_one_line_and_left_as_it_is(damage, words, main_in_process, tiny_corpus, tmp_path):
+    import shutil
+    source = tiny_corpus[0].split("=", 1)[1].strip().strip("'")  # DataConfig.data_dir = '...'
+    shutil.copytree(source, tmp_path / "data", ignore=shutil.ignore_patterns("warmup"))
+    main_in_process(tmp_path / "first", [f"DataConfig.data_dir = '{tmp_path / 'data'}'", *tiny_corpus[1:],
+                                         *TINY_MODEL, "TrainConfig.train_steps = 1"])  # records the shards' hashes
+    shutil.rmtree(tmp_path / "first")
+    corpus_dir = next((tmp_path / "data").rglob("*.array_record*")).parent
+    if damage == "tokenizer":
+        target = next(corpus_dir.glob("*.model"))
+        target.write_bytes(b"not a sentencepiece model" * 100)
+    else:
+        target = next(corpus_dir.glob("*train.array_record*"))
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+        target.write_bytes(bytes(data))
+    before = snapshot(tmp_path)
+    result = main_in_process(tmp_path / "run", [f"DataConfig.data_dir = '{tmp_path / 'data'}'", *tiny_corpus[1:],
+                                                *TINY_MODEL, "TrainConfig.train_steps = 2"])
+    assert_one_line_error(result, *words)
+    assert snapshot(tmp_path) == before

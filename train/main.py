@@ -7,91 +7,86 @@ line on stderr and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
+import errno
 import logging
 import os
 import sys
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+import cli
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train.main", description=__doc__.splitlines()[0])
-    parser.add_argument("--gin_file", action="append", default=[], help="gin file; repeatable")
-    parser.add_argument("--gin_bindings", action="append", default=[], help="a gin binding 'a.b = v'; repeatable")
+def parse_args(argv: list[str]):
+    parser = cli.ArgumentParser(prog="python -m train.main", description=__doc__.splitlines()[0], gin=True)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--start_over", action="store_true",
                         help="if the workdir holds a run with another config, move it aside and start afresh")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar (logs, CI)")
-    parser.add_argument("--stop_after_steps", type=int, default=0,
+    parser.add_argument("--stop_after_steps", type=cli.whole_number(0), default=0,
                         help="stop after this step, checkpointed, as if interrupted (a rerun resumes)")
-    args, rest = parser.parse_known_args(argv)
-    for extra in rest:  # --gin.a.b=v is shorthand for --gin_bindings='a.b = v'
-        if not extra.startswith("--gin.") or "=" not in extra:
-            parser.error(f"unrecognized argument {extra!r}")
-        key, value = extra[len("--gin."):].split("=", 1)
-        args.gin_bindings.append(f"{key} = {value}")
+    args = parser.parse_args(argv)
     if not args.gin_file:
         parser.error("at least one --gin_file is required")
+    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+        parser.error(f"--workdir {args.workdir} is a file, not a directory")
     return args
 
 
-def resolve_gin_file(name: str) -> str:
-    for candidate in (name, os.path.join(CONFIGS_DIR, name)):
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    raise FileNotFoundError(f"gin file {name!r} not found (looked in the working directory and {CONFIGS_DIR})")
-
-
 def parse_gin(files: list[str], bindings: list[str]) -> None:
-    """Imports every configurable, then parses; gin resolves includes against configs/ too."""
-    import gin
-
-    import train.trainer  # noqa: F401  registers the configurables of model, data and train
-    gin.add_config_file_search_path(CONFIGS_DIR)
-    # gin's package-resource reader logs an ERROR for every include it then finds in configs/.
-    logging.getLogger().setLevel(logging.CRITICAL)
-    try:
-        gin.parse_config_files_and_bindings([resolve_gin_file(f) for f in files], bindings)
-    finally:
-        logging.getLogger().setLevel(logging.WARNING)
-
-
-def fail(message: str) -> int:
-    """One line: gin appends "In call to configurable ..." lines to the errors it passes on."""
-    print(f"error: {message.splitlines()[0]}", file=sys.stderr)
-    return 2
+    """Imports every configurable of model, data and train, then parses."""
+    import train.trainer  # noqa: F401  registers the configurables
+    cli.parse_gin(files, bindings)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds narrates every step at INFO/WARNING
+    # tfds narrates every step at INFO/WARNING; orbax logs each failed background save with its
+    # traceback at ERROR before raising it, and the raised error is reported here, in one line.
+    absl_logging.set_verbosity(absl_logging.FATAL)
     import jax
 
     from data.corpus import CorpusError
     from train import partitioning
-    from train.run_config import WorkdirConfigMismatch
+    from train.checkpoints import CheckpointError
+    from train.loop import stop_with_runner
+    from train.run_config import WorkdirBusy, WorkdirConfigMismatch
     from train import trainer
 
+    stop_with_runner()
     partitioning.maybe_initialize_distributed()
-    try:
-        parse_gin(args.gin_file, args.gin_bindings)
-    except FileNotFoundError as error:
-        return fail(str(error))
-    except (ValueError, SyntaxError, TypeError, IOError) as error:  # gin: unknown name, bad syntax, missing include
-        return fail(f"bad gin config: {error}")
+    parse_gin(args.gin_file, args.gin_bindings)
     try:
         setup = trainer.configure(args.workdir, start_over=args.start_over)
-    except WorkdirConfigMismatch as error:
-        return fail(str(error))
+    except (WorkdirConfigMismatch, OSError) as error:
+        raise cli.InputError(str(error)) from None
     except CorpusError as error:
-        return fail(f"corpus: {error}")
+        raise cli.InputError(f"corpus: {error}") from None
     except (ValueError, TypeError) as error:
-        return fail(f"bad value: {error}")
-    summary = trainer.train(setup, progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
-    if jax.process_index() == 0:
+        raise cli.InputError(f"bad value: {error}") from None
+    try:
+        summary = trainer.train(setup, progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
+    except WorkdirBusy as error:
+        raise cli.InputError(str(error)) from None
+    except (trainer.Diverged, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        print(f"error: no space left on device writing {error.filename or args.workdir}; the last complete "
+              f"checkpoint is kept: free some space and rerun the same command to resume", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)  # not through atexit: TensorBoard's writer would fail again, with tracebacks, on the full disk
+    except KeyboardInterrupt:
+        print("interrupted at once (a second Ctrl-C): rerun the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    if jax.process_index() == 0 and summary.get("steps") == setup.total_steps:
         report(summary)
     return 0
 

@@ -79,7 +79,8 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {k: (float(v) if isinstance(v, (np.floating, np.integer, jax.Array)) else v) for k, v in row.items()}
-        self._jsonl.write(json.dumps(row) + "\n")
+        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+        self._jsonl.write(json.dumps(row, allow_nan=False) + "\n")
         self._jsonl.flush()
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):

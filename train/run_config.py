@@ -7,11 +7,13 @@ workdir is moved aside (never deleted) and a fresh one begins.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
+import json
 import os
 import time
-
-import jax
+from typing import Optional
 
 
 class WorkdirConfigMismatch(Exception):
@@ -53,6 +55,7 @@ def check_workdir_config(workdir: str, config: str, start_over: bool) -> None:
 def claim_workdir(workdir: str, config: str) -> None:
     """After check_workdir_config passed and every other check too: moves a replaced run aside and
     records the config."""
+    import jax
     path = os.path.join(workdir, "config.gin")
     if jax.process_index() != 0 or _recorded_config(workdir) == config:
         return
@@ -63,3 +66,40 @@ def claim_workdir(workdir: str, config: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
         f.write(config)
+
+
+def read_summary(workdir: str) -> Optional[dict]:
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class WorkdirBusy(Exception):
+    """Another process is training in this workdir."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, wait_s: float = 60.0):
+    """Holds workdir/.lock while the run trains: a second train.main on the same workdir (a sweep
+    rerun while an orphaned run still checkpoints, say) waits up to wait_s for it, then refuses."""
+    import jax
+    if jax.process_index() != 0:
+        yield
+        return
+    with open(os.path.join(workdir, ".lock"), "a+") as lock:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock.seek(0)
+                    raise WorkdirBusy(f"{workdir} is in use by another process (pid {lock.read().strip() or '?'})")
+                time.sleep(0.5)
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield

@@ -31,38 +31,38 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import fcntl
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 
+import cli
 from train import sweep_design, sweep_plan
 from train.sweep_design import compact
-from train.main import fail
-from train.sweep_results import Results, read_summary, status
+from train.loop import RUNNER_PID
+from train.run_config import read_summary
+from train.sweep_results import Results, status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREDICTION = "prediction.json"
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # bad input is one line on stderr, exit status 2, as everywhere
-        sys.exit(fail(message))
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _ArgumentParser(prog="python -m train.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--gin_file", action="append", required=True, help="the sweep's gin file; repeatable")
-    parser.add_argument("--gin_bindings", action="append", default=[], help="a gin binding 'a.b = v'; repeatable")
+    parser = cli.ArgumentParser(prog="python -m train.sweep", description=__doc__.splitlines()[0], gin=True)
     parser.add_argument("--workdir", required=True, help="one sub-directory per run, and results.jsonl")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--workers", type=cli.whole_number(1), default=1, help="runs trained at once")
     parser.add_argument("--dry_run", action="store_true", help="list the runs; train nothing")
     parser.add_argument("--slurm", action="store_true", help="write commands.txt and sweep.sbatch; train nothing")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if not args.gin_file:
+        parser.error("the sweep's --gin_file is required")
+    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+        parser.error(f"--workdir {args.workdir} is a file, not a directory")
     return args
 
 
@@ -191,19 +191,51 @@ def train_run(command: list[str], run_dir: str) -> tuple[int, str]:
         return os.path.exists(os.path.join(run_dir, "config.gin"))
 
     path = log_path if started() else beside
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+           RUNNER_PID: str(os.getpid())}
     with open(path, "a") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        while True:
-            try:
-                code = process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                code = None
-            if path == beside and started():
-                os.rename(beside, log_path)
-                path = log_path
-            if code is not None:
-                return code, path
+        # Its own session: a Ctrl-C at the terminal reaches the runner, which passes it on.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with _LIVE_LOCK:
+            _LIVE.add(process)
+        try:
+            return _wait(process, path, log_path, beside, started)
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process)
+
+
+def _wait(process, path, log_path, beside, started) -> tuple[int, str]:
+    while True:
+        try:
+            code = process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        if path == beside and started():
+            os.rename(beside, log_path)
+            path = log_path
+        if code is not None:
+            return code, path
+
+
+# The runs under way. A runner that is asked to stop passes SIGTERM on to them: each finishes its
+# step, checkpoints and exits. A runner that is killed outright cannot, so each run asks the kernel
+# for SIGTERM when its runner dies (train.loop.stop_with_runner), and is not left training alone.
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+
+
+class _StopRequest:
+    """SIGTERM or SIGINT to the runner: start no more runs, and pass SIGTERM on to those under way."""
+
+    def __init__(self):
+        self.requested = None
+
+    def __call__(self, number, frame) -> None:
+        self.requested = signal.Signals(number).name
+        with _LIVE_LOCK:
+            for process in _LIVE:
+                process.send_signal(signal.SIGTERM)
 
 
 def train_locally(plan, runs: list, workdir: str, workers: int, results: Results) -> list[str]:
@@ -223,25 +255,37 @@ def train_locally(plan, runs: list, workdir: str, workers: int, results: Results
         bar.set_description_str(f"{done}/{len(plan.runs)} runs done{failed}")
 
     show_counts()
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = {pool.submit(train_run, train_command(plan, run, workdir, sys.executable),
-                               os.path.join(workdir, run.name)): run for run in runs}
-        try:
+    stop = _StopRequest()
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            futures = {pool.submit(_train_unless_stopped, stop, train_command(plan, run, workdir, sys.executable),
+                                   os.path.join(workdir, run.name)): run for run in runs}
             for future in concurrent.futures.as_completed(futures):
                 run, (code, log) = futures[future], future.result()
                 summary = read_summary(os.path.join(workdir, run.name))
                 if code == 0 and summary is not None:
                     results.record(run, summary)
-                else:
+                    bar.update(run.flops)
+                elif stop.requested is None or code not in (0, None):
                     failures.append(f"{run.name} (exit status {code}; log: {log})")
                     tqdm.write(f"run {failures[-1]}", file=sys.stderr)
-                bar.update(run.flops)
                 show_counts()
-        except KeyboardInterrupt:  # the runs under way got the same Ctrl-C; start no others
-            pool.shutdown(cancel_futures=True)
-            raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     bar.close()
+    if stop.requested:
+        raise Stopped(stop.requested)
     return failures
+
+
+class Stopped(Exception):
+    """The runner was asked to stop; the runs under way have checkpointed."""
+
+
+def _train_unless_stopped(stop: _StopRequest, command: list[str], run_dir: str) -> tuple:
+    return (None, "") if stop.requested else train_run(command, run_dir)
 
 
 def write_slurm(plan, runs: list, workdir: str, job_name: str, collect_command: str, collect_does: str) -> None:
@@ -267,7 +311,10 @@ def write_slurm(plan, runs: list, workdir: str, job_name: str, collect_command: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)  # tfds narrates opening a corpus at INFO/WARNING
@@ -282,22 +329,43 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(plan, unfinished(plan, args.workdir, results), prepared)  # bad corpora: before any writing
         return run_sweep(args, argv, results, plan, prepared)
     except FileNotFoundError as error:
-        return fail(str(error))
+        return cli.fail(str(error))
     except CorpusError as error:
-        return fail(f"corpus: {error}")
+        return cli.fail(f"corpus: {error}")
     except (ValueError, TypeError, SyntaxError, IOError) as error:
-        return fail(f"bad sweep: {error}")
+        return cli.fail(f"bad sweep: {error}")
     except sweep_design.PredictionError as error:
         print(f"cannot plan the verification run: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+    except SweepBusy as error:
+        return cli.fail(str(error))
+    except Stopped as stopped:
+        print(f"stopped by {stopped}: the runs under way have checkpointed; rerun the same command to resume",
+              file=sys.stderr)
+        return 0
 
 
 def run_sweep(args, argv: list[str], results: Results, plan, prepared: set) -> int:
     """Records finished runs and trains (or, with --slurm, writes jobs for) the rest, wave after wave."""
     os.makedirs(args.workdir, exist_ok=True)
+    with open(os.path.join(args.workdir, ".lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise SweepBusy(f"another train.sweep is running in {args.workdir} (pid {lock.read().strip() or '?'}); "
+                            f"wait for it, or stop it first") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return _run_waves(args, argv, results, plan, prepared)
+
+
+class SweepBusy(Exception):
+    """Another runner holds the sweep's workdir."""
+
+
+def _run_waves(args, argv: list[str], results: Results, plan, prepared: set) -> int:
     shown = []
 
     def show(plan) -> None:

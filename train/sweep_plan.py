@@ -42,7 +42,8 @@ import gin.config_parser
 from train import sweep_design, sweep_rules
 from train.sweep_design import compact
 from train.ladder import Ladder
-from train.main import parse_gin, resolve_gin_file
+from cli import resolve_gin_file
+from train.main import parse_gin
 
 # N in C = 6 N D. Kaplan et al. count non-embedding parameters, Hoffmann et al. all of
 # them; a mixture of experts counts those a token uses, which for a dense model is all.
@@ -272,6 +273,7 @@ def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict, f
 def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
                         flops: Optional[tuple]) -> list[Run]:
     from model import accounting
+    from train.trainer import check_settings
     runs = []
     for extras in _grid_points(sweep.grid):
         shape = {**model_bindings, **extras}
@@ -289,7 +291,10 @@ def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
             final = run_settings(sweep.base, [*shared, *as_bindings(config)])
             if final.model != settings.model:
                 raise ValueError(f"run {name}: Sweep.rules may not change the model's shape")
-            tokens = final.train.total_steps(final.tokens_per_step) * final.tokens_per_step
+            try:
+                tokens = check_settings(final.model, final.data, final.train) * final.tokens_per_step
+            except ValueError as error:  # what train.main would refuse, refused before anything runs
+                raise ValueError(f"run {name}: {error}") from None
             per_token = accounting.training_flops_per_token(final.model, final.data.seq_len,
                                                             counts["params_active_nonembedding"])
             runs.append(Run(name, model, config, params, tokens, budget, per_token["chinchilla"] * tokens))
@@ -334,6 +339,10 @@ def plan_sweep(files: list[str], bindings: list[str], rows: Optional[dict] = Non
         if not runs:
             raise ValueError(f"no run has tokens per parameter within Sweep.tokens_per_param = {low, high}")
     names = [run.name for run in runs]
+    unsafe = [name for name in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name)]
+    if unsafe:  # a run's name is its directory in the sweep's workdir: no path separators, no '..'
+        raise ValueError(f"run name {unsafe[0]!r} is not a plain directory name (letters, digits, '._+-'): "
+                         f"rename the model in Sweep.models")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"several runs would be named {repeated[0]!r}: make the sweep's axes distinct")

@@ -20,18 +20,22 @@ class Results:
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, "results.jsonl")
         self.rows = {}
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                for number, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        row = None
-                    if not isinstance(row, dict) or "run" not in row:
-                        raise ValueError(f"{self.path}:{number} is not a results row")
-                    self.rows[row["run"]] = row
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = f.readlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if number == len(lines) and not line.endswith("\n") and row is None:
+                continue  # cut short by a kill: its run still has summary.json, and is recorded again
+            if not isinstance(row, dict) or "run" not in row:
+                raise ValueError(f"{self.path}:{number} is not a results row")
+            self.rows[row["run"]] = row
 
     def check(self, runs: list) -> None:
         """A recorded run must be the run the sweep plans now: rows describe what was trained."""
@@ -49,9 +53,22 @@ class Results:
         row.update(summary)
         if "corpus_train_tokens" in summary:
             row["unique_tokens"] = summary["corpus_train_tokens"]
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        _append_line(self.path, json.dumps(row, allow_nan=False))
         self.rows[run.name] = row
+
+
+def _append_line(path: str, line: str) -> None:
+    """Appends one whole line in a single write, first cutting off a last line that a kill left
+    without its newline (its run is recorded again from its summary.json)."""
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(0)
+            content = f.read()
+            if not content.endswith(b"\n"):
+                f.truncate(content.rfind(b"\n") + 1)
+        os.write(f.fileno(), (line + "\n").encode())
+        os.fsync(f.fileno())
 
 
 def status(run, workdir: str, results: Results) -> str:
@@ -62,11 +79,3 @@ def status(run, workdir: str, results: Results) -> str:
     if os.path.exists(os.path.join(run_dir, "summary.json")):
         return "finished"
     return "started" if os.path.exists(os.path.join(run_dir, "config.gin")) else "new"
-
-
-def read_summary(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)

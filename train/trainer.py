@@ -9,9 +9,10 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from functools import partial
-from typing import Optional
+from typing import Iterator, Optional
 
 import flax.linen as nn
 import flax.struct
@@ -31,11 +32,12 @@ from data.tokenizer import unigram_loss
 from model import accounting, build_model
 from model.transformer import TransformerConfig
 from scaling.eval_precision import EvalDocuments
-from train import partitioning
+from train import partitioning, provenance
 from train.checkpoints import Checkpointer
+from train.loop import Hooks, Preemption, Spike, SpikeGuard, StepTimer, train_rows
 from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
 from train.optimizer import lr_schedule, make_optimizer
-from train.run_config import check_workdir_config, claim_workdir
+from train.run_config import check_workdir_config, claim_workdir, read_summary, workdir_lock
 
 
 @flax.struct.dataclass
@@ -58,6 +60,26 @@ class TrainConfig:
     eval_every: int = 0  # 0: only at the end
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    # A loss spike (non-finite, or above spike_factor x the median of the last spike_window losses;
+    # spike_factor 0: non-finite only) rolls the run back to its last checkpoint and skips the
+    # batches since, plus skip_batches more (PaLM skipped 200-500); after max_rollbacks it stops.
+    spike_factor: float = 2.0
+    spike_window: int = 32
+    skip_batches: int = 0
+    max_rollbacks: int = 3
+
+    def __post_init__(self):
+        for name, least in (("train_steps", 0), ("train_tokens", 0), ("grad_accum_steps", 1), ("seed", 0),
+                            ("log_every", 1), ("eval_every", 0), ("checkpoint_every", 1),
+                            ("keep_checkpoints", 1), ("spike_window", 1), ("skip_batches", 0),
+                            ("max_rollbacks", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"TrainConfig.{name} must be an integer of at least {least}, got {value!r}")
+        for name in ("z_loss", "spike_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name} must be a finite number of at least 0, got {value!r}")
 
     def total_steps(self, tokens_per_step: int) -> int:
         if (self.train_steps > 0) == (self.train_tokens > 0):
@@ -106,10 +128,15 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, z_loss, 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     (grads, nll_sum, weight), sown = jax.lax.scan(micro_step, (zeros, 0.0, 0.0), micro_batches)
     grads = jax.tree.map(lambda g: g / weight, grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": nll_sum / weight, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
-               **jax.tree.map(lambda v: v.mean(0), sown)}
+    # Gradients holding NaN or Inf leave the parameters and the optimizer's moments as they were.
+    finite = jnp.isfinite(grad_norm)
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, opt_state),
+                                     (state.params, state.opt_state))
+    metrics = {"loss": nll_sum / weight, "grad_norm": grad_norm, "lr": schedule(state.step),
+               "update_skipped": ~finite, **jax.tree.map(lambda v: v.mean(0), sown)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -142,7 +169,7 @@ def _sown_metrics(step_metrics: dict) -> dict:
     """Layer diagnostics (e.g. MoE expert load, a vector) as flat scalars for metrics.jsonl."""
     row = {}
     for key, value in step_metrics.items():
-        if key in ("loss", "lr", "grad_norm"):
+        if key in ("loss", "lr", "grad_norm", "update_skipped"):
             continue
         value = np.asarray(value)
         if value.ndim == 0:
@@ -152,14 +179,32 @@ def _sown_metrics(step_metrics: dict) -> dict:
     return row
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drops rows logged after the checkpoint a resumed run restarts from, so none is duplicated."""
+def _read_rows(path: str) -> list[dict]:
+    """metrics.jsonl's rows; a last line cut short by a kill or a full disk is left out."""
     if not os.path.exists(path):
-        return
+        return []
+    rows = []
     with open(path) as f:
-        rows = [line for line in f if json.loads(line)["step"] <= last_step]
-    with open(path, "w") as f:
-        f.writelines(rows)
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
+def _truncate_metrics(path: str, last_step: int) -> list[dict]:
+    """Drops rows logged after the checkpoint a run restarts from, so that none is duplicated;
+    returns the rows kept."""
+    rows = [row for row in _read_rows(path) if row["step"] <= last_step]
+    if os.path.exists(path):
+        with open(path, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    return rows
+
+
+class Diverged(Exception):
+    """The loss spiked again after every rollback allowed."""
 
 
 @dataclasses.dataclass
@@ -194,10 +239,10 @@ def objective_options(model_cfg: TransformerConfig, data_cfg: loader.DataConfig,
     return {"objective": "prefix_lm" if model_cfg.attention_mask == "prefix" else "lm"}
 
 
-def configure(workdir: str, start_over: bool = False) -> Setup:
-    """Builds the run from the parsed gin config. Every error raised here is the user's input:
-    ValueError / TypeError (bad values), CorpusError, WorkdirConfigMismatch."""
-    model_cfg, data_cfg, train_cfg = TransformerConfig(), loader.DataConfig(), TrainConfig()
+def check_settings(model_cfg: TransformerConfig, data_cfg: loader.DataConfig, train_cfg: TrainConfig) -> int:
+    """The checks of a run's settings that need neither its data nor its devices, made by train.main
+    and, for every run it plans, by train.sweep (--dry_run included). Returns the run's steps.
+    (Building each config checks its own values.)"""
     total_steps = train_cfg.total_steps(data_cfg.batch_size * data_cfg.seq_len)
     if data_cfg.batch_size % train_cfg.grad_accum_steps:
         raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by grad_accum_steps "
@@ -205,6 +250,14 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     if data_cfg.seq_len > model_cfg.max_len:
         raise ValueError(f"DataConfig.seq_len {data_cfg.seq_len} exceeds TransformerConfig.max_len "
                          f"{model_cfg.max_len}")
+    return total_steps
+
+
+def configure(workdir: str, start_over: bool = False) -> Setup:
+    """Builds the run from the parsed gin config. Every error raised here is the user's input:
+    ValueError / TypeError (bad values), CorpusError, WorkdirConfigMismatch."""
+    model_cfg, data_cfg, train_cfg = TransformerConfig(), loader.DataConfig(), TrainConfig()
+    total_steps = check_settings(model_cfg, data_cfg, train_cfg)
     schedule = lr_schedule(total_steps)
     optimizer = make_optimizer(schedule)
     mesh = partitioning.make_mesh()
@@ -246,37 +299,21 @@ def run(workdir: str, start_over: bool = False, **train_options) -> dict:
 
 
 def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dict:
-    """progress: show a progress bar. stop_after_steps: stop there (after a checkpoint) as if
-    interrupted. Neither changes what is computed, so neither is part of the gin config."""
-    model = build_model(setup.model_cfg)
-    data_cfg, train_cfg, mesh = setup.data_cfg, setup.train_cfg, setup.mesh
-    with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-        example = {k: jnp.asarray(v[:1]) for k, v in model_inputs(setup.evals[0]).items()}
-        init = partial(create_state, model=model, optimizer=setup.optimizer, example_batch=example)
-        rng = jax.random.PRNGKey(train_cfg.seed)
-        state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), mesh)
-        step_fn = jax.jit(partial(train_step, model=model, optimizer=setup.optimizer, schedule=setup.schedule,
-                                  z_loss=train_cfg.z_loss, accum_steps=train_cfg.grad_accum_steps),
-                          out_shardings=(state_shardings, None), donate_argnums=(0,))
-        # Per-row results replicated, so that every process can read all of them.
-        eval_fn = jax.jit(partial(eval_step, model=model), out_shardings=NamedSharding(mesh, PartitionSpec()))
-        train_batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
-                                      data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
-                                      order=setup.order, **setup.objective)
-        checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.checkpoint_every,
-                                    train_cfg.keep_checkpoints)
-        start_step = checkpointer.latest_step()
-        if start_step is None:
-            state = jax.jit(partial(init, unbox=True), out_shardings=state_shardings)(rng)
-            start_step = 0
-        else:
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                    jax.eval_shape(partial(init, unbox=True), rng), state_shardings)
-            state, data_state = checkpointer.restore(start_step, abstract)
-            train_batches.set_state(data_state)
-        _truncate_metrics(os.path.join(setup.workdir, "metrics.jsonl"), start_step)
-        return _train_loop(setup, state, start_step, step_fn, eval_fn, train_batches, checkpointer, progress,
-                           stop_after_steps)
+    """Trains (or resumes) the run and returns its summary; a finished run's summary is returned as it is.
+
+    progress: show a progress bar. stop_after_steps: stop there, checkpointed, as if interrupted.
+    Neither changes what is computed, so neither is part of the gin config."""
+    finished = read_summary(setup.workdir)
+    if finished is not None:
+        print(f"{setup.workdir} holds a finished run: its summary.json is kept as it is", file=sys.stderr)
+        return finished
+    with workdir_lock(setup.workdir), Preemption() as preemption, setup.mesh, \
+            nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+        return _Run(setup, progress).train(stop_after_steps, preemption)
+
+
+def _finite_or_none(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def training_flops_per_text_token(setup: Setup, counts: dict) -> dict:
@@ -290,93 +327,213 @@ def training_flops_per_text_token(setup: Setup, counts: dict) -> dict:
     return {name: value * decoder_len / setup.data_cfg.seq_len for name, value in per_decoder_token.items()}
 
 
-def _train_loop(setup: Setup, state, start_step, step_fn, eval_fn, train_batches, checkpointer, progress,
-                stop_after_steps) -> dict:
-    data, data_cfg, train_cfg, mesh = setup.data, setup.data_cfg, setup.train_cfg, setup.mesh
-    counts = accounting.param_counts(state.params, setup.model_cfg)
-    flops = training_flops_per_text_token(setup, counts)
-    peak, peak_source = peak_flops_per_device(setup.model_cfg.dtype)
-    peak_total = peak * jax.device_count()
-    tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
-    end_step = min(setup.total_steps, stop_after_steps or setup.total_steps)
-    writer = MetricsWriter(setup.workdir)
-    prefetch = Prefetcher(train_batches)
-    bar = progress_bar(setup.total_steps, start_step, progress)
-    run_start = time.perf_counter()
-    train_time, timed_steps = 0.0, 0  # excludes evaluation and the first step (compilation)
-    last_eval, last_row, pending, final_documents = {}, {}, [], None
-    data_wait, data_state = 0.0, train_batches.get_state()
-    window_start, window_steps = time.perf_counter(), 0
-    for step in range(start_step, end_step):
-        wait_start = time.perf_counter()
-        batch, data_state = prefetch.next()
-        data_wait += time.perf_counter() - wait_start
-        state, step_metrics = step_fn(state, partitioning.shard_batch(batch, mesh))
-        pending.append(step_metrics)
-        done = step + 1
-        if step == start_step:  # compiled on this step: keep it out of the timings
-            jax.block_until_ready(step_metrics)
-            window_start, data_wait = time.perf_counter(), 0.0
+class _Run:
+    """One run between its steps: the state, the data position, pending metrics and the hooks' work.
+
+    `steps` trains and yields step numbers; `log`, `evaluate` and `checkpoint` are the hooks that
+    `train` fires on them; `roll_back` answers a loss spike."""
+
+    def __init__(self, setup: Setup, progress: bool):
+        self.setup, self.cfg, self.mesh = setup, setup.train_cfg, setup.mesh
+        data_cfg, train_cfg = setup.data_cfg, setup.train_cfg
+        self.model = build_model(setup.model_cfg)
+        example = {k: jnp.asarray(v[:1]) for k, v in model_inputs(setup.evals[0]).items()}
+        init = partial(create_state, model=self.model, optimizer=setup.optimizer, example_batch=example)
+        rng = jax.random.PRNGKey(train_cfg.seed)
+        state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), self.mesh)
+        self.fresh_state = lambda: jax.jit(partial(init, unbox=True), out_shardings=state_shardings)(rng)
+        self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                           jax.eval_shape(partial(init, unbox=True), rng), state_shardings)
+        self.step_fn = jax.jit(partial(train_step, model=self.model, optimizer=setup.optimizer,
+                                       schedule=setup.schedule, z_loss=train_cfg.z_loss,
+                                       accum_steps=train_cfg.grad_accum_steps),
+                               out_shardings=(state_shardings, None), donate_argnums=(0,))
+        # Per-row results replicated, so that every process can read all of them.
+        self.eval_fn = jax.jit(partial(eval_step, model=self.model),
+                               out_shardings=NamedSharding(self.mesh, PartitionSpec()))
+        self.batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
+                                     data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
+                                     order=setup.order, **setup.objective)
+        self.checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.keep_checkpoints)
+        self.metrics_path = os.path.join(setup.workdir, "metrics.jsonl")
+        self.tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
+        self.guard = SpikeGuard(train_cfg.spike_factor, train_cfg.spike_window)
+        self.timer = StepTimer()
+        self.progress, self.bar = progress, None
+        self.initial_data_state = self.batches.get_state()
+        self._restore()
+        kept = _truncate_metrics(self.metrics_path, self.step)
+        self.last_row = next((row for row in reversed(kept) if "loss" in row), {})
+        self.skipped_updates = sum(bool(row.get("update_skipped")) for row in kept)
+        self.rollbacks = sum(row.get("event") == "rollback" for row in kept)
+        self.last_eval, self.final_documents = {}, None
+        counts = accounting.param_counts(self.state.params, setup.model_cfg)
+        self.counts, self.flops = counts, training_flops_per_text_token(setup, counts)
+        self.peak, self.peak_source = peak_flops_per_device(setup.model_cfg.dtype)
+        self.writer = MetricsWriter(setup.workdir)
+
+    def _restore(self, skip_batches: int = 0) -> None:
+        """The state and data position of the newest intact checkpoint (or of step 0), then
+        skip_batches batches further on."""
+        restored = self.checkpointer.restore_latest(self.abstract_state)
+        if restored is None:
+            self.state, self.step = self.fresh_state(), 0
+            self.batches.set_state(self.initial_data_state)
         else:
-            window_steps += 1
-        if done % train_cfg.log_every == 0 or done == end_step:
-            jax.block_until_ready(step_metrics)
-            elapsed = time.perf_counter() - window_start
-            train_time, timed_steps = train_time + elapsed, timed_steps + window_steps
-            step_time = elapsed / window_steps if window_steps else None
-            for offset, m in enumerate(pending):
-                s = done - len(pending) + offset + 1
-                last_row = {"step": s, "tokens": s * tokens_per_step, "loss": float(m["loss"]),
-                            "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "step_time_s": step_time,
-                            "tokens_per_s": step_time and tokens_per_step / step_time,
-                            "mfu": step_time and tokens_per_step / step_time * flops["chinchilla"] / peak_total,
-                            "data_wait_s": data_wait / window_steps if window_steps else None}
-                last_row.update(_sown_metrics(m))
-                writer.write(last_row)
-            pending, data_wait = [], 0.0
-            bar.set_postfix(loss=f"{last_row['loss']:.3f}", tok_s=f"{last_row['tokens_per_s'] or 0:.0f}",
-                            refresh=False)
-            window_start, window_steps = time.perf_counter(), 0
-        if (train_cfg.eval_every and done % train_cfg.eval_every == 0) or done == setup.total_steps:
-            eval_start = time.perf_counter()
-            eval_metrics, documents = _evaluate(eval_fn, state.params, setup.evals, mesh)
-            last_eval = {"step": done, **eval_metrics}
-            writer.write(last_eval)
-            if done == setup.total_steps:
-                final_documents = dataclasses.replace(documents, step=done)
-            window_start += time.perf_counter() - eval_start
-        checkpointer.save(done, state, data_state, force=done == end_step)
-        bar.update(1)
-    bar.close()
-    prefetch.close()
-    checkpointer.close()
-    writer.close()
-    final_step = int(state.step)
-    tokens_per_s = timed_steps * tokens_per_step / train_time if train_time else None
-    summary = {
-        **counts,
-        "tokens": final_step * tokens_per_step,
-        "flops_kaplan": flops["kaplan"] * final_step * tokens_per_step,
-        "flops_chinchilla": flops["chinchilla"] * final_step * tokens_per_step,
-        "final_loss": last_row.get("loss"), "final_eval_loss": last_eval.get("eval_loss"),
-        "final_eval_bpb": last_eval.get("eval_bpb"), "final_eval_loss_se": last_eval.get("eval_loss_se"),
-        "final_eval_bpb_se": last_eval.get("eval_bpb_se"),
-        "eval_documents": len(np.unique(np.concatenate([b["doc"] for b in setup.evals]))),
-        "eval_tokens": int(sum(b["weights"].sum() for b in setup.evals)),
-        "wall_s": time.perf_counter() - run_start, "steps": final_step,
-        "mfu": tokens_per_s * flops["chinchilla"] / peak_total if tokens_per_s else None,
-        "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": prefetch.tokens_per_s,
-        "peak_flops_per_device": peak, "peak_flops_source": peak_source, "devices": jax.device_count(),
-        "unigram_eval_loss": unigram_loss(data.token_stats["token_counts"], setup.evals),
-        "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name,
-        "objective": setup.objective["objective"],
-        # Documents started, the one being read included.
-        "source_epochs": setup.order and setup.order.source_epochs(
-            [(s["epoch"], s["index"] + (s["offset"] > 0)) for s in data_state["streams"]]),
-    }
-    if final_step == setup.total_steps and jax.process_index() == 0:
-        if final_documents is not None:  # before summary.json: a run with a summary has its documents
-            final_documents.save(setup.workdir)
-        with open(os.path.join(setup.workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-    return summary
+            self.step, self.state, data_state = restored
+            self.batches.set_state(data_state)
+        for _ in range(skip_batches):
+            self.batches.next_batch()
+        self.restored = (self.step, skip_batches)
+        self.data_state = self.batches.get_state()
+        self.pending = []
+        self.prefetch = Prefetcher(self.batches)
+
+    def steps(self, end_step: int) -> Iterator[int]:
+        """Trains up to end_step, yielding each step's number once it has been dispatched."""
+        while self.step < end_step:
+            wait_start = time.perf_counter()
+            batch, self.data_state = self.prefetch.next()
+            data_wait = time.perf_counter() - wait_start
+            self.state, metrics = self.step_fn(self.state, partitioning.shard_batch(batch, self.mesh))
+            self.step += 1
+            self.pending.append((self.step, metrics))
+            if not self.timer.started:  # this step compiled: keep it out of the timings
+                jax.block_until_ready(metrics)
+                self.timer.begin()
+            else:
+                self.timer.step(data_wait)
+            yield self.step
+
+    def log(self, step: int) -> None:
+        """Writes the pending steps' rows, after checking their losses (raises Spike)."""
+        if not self.pending:
+            return
+        jax.block_until_ready(self.pending[-1][1])
+        step_time, data_wait = self.timer.close_window()
+        window = []
+        for s, metrics in self.pending:
+            values = {"loss": float(metrics["loss"]), "lr": float(metrics["lr"]),
+                      "grad_norm": _finite_or_none(float(metrics["grad_norm"])), **_sown_metrics(metrics)}
+            self.guard.check(s, values["loss"])
+            if bool(metrics["update_skipped"]):
+                values["update_skipped"] = True
+            window.append((s, values))
+        for row in train_rows(window, self.tokens_per_step, step_time, data_wait, self.flops["chinchilla"],
+                              self.peak * jax.device_count()):
+            self.skipped_updates += bool(row.get("update_skipped"))
+            self.writer.write(row)
+            self.last_row = row
+        self.pending = []
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.last_row['loss']:.3f}", tok_s=f"{self.last_row['tokens_per_s'] or 0:.0f}",
+                                 refresh=False)
+
+    def evaluate(self, step: int) -> None:
+        with self.timer.pause():
+            eval_metrics, documents = _evaluate(self.eval_fn, self.state.params, self.setup.evals, self.mesh)
+        self.last_eval = {"step": step, **eval_metrics}
+        self.writer.write(self.last_eval)
+        if step == self.setup.total_steps:
+            self.final_documents = dataclasses.replace(documents, step=step)
+
+    def checkpoint(self, step: int) -> None:
+        """Saves the state, once the losses that led to it have passed the spike check."""
+        self.log(step)
+        if self.checkpointer.latest_step() != step:
+            with self.timer.pause():
+                self.checkpointer.save(step, self.state, self.data_state)
+
+    def roll_back(self, spike: Spike) -> None:
+        """Back to the last good checkpoint, past the batches since it (the bad one among them)."""
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.max_rollbacks:
+            raise Diverged(f"{spike.reason} at step {spike.step} after {self.cfg.max_rollbacks} rollbacks; no "
+                           f"summary.json written (lower lr_schedule.peak_lr, or raise TrainConfig.max_rollbacks)")
+        # The batches trained since the checkpoint restarted from (the bad one last), past those
+        # already skipped if this checkpoint was restarted from before.
+        restart_step = self.checkpointer.latest_step() or 0
+        already = self.restored[1] if self.restored[0] == restart_step else 0
+        skipped = already + spike.step - restart_step + self.cfg.skip_batches
+        with self.timer.pause():
+            self.prefetch.close()
+            self._restore(skipped)
+        _truncate_metrics(self.metrics_path, self.step)
+        event = {"step": self.step, "event": "rollback", "spike_step": spike.step,
+                 "spike_loss": _finite_or_none(spike.loss), "reason": spike.reason, "skipped_batches": skipped,
+                 "rollback": self.rollbacks}
+        self.writer.write(event)
+        self.last_row = next((row for row in reversed(_read_rows(self.metrics_path)) if "loss" in row), {})
+        print(f"warning: {spike.reason} at step {spike.step}: rolled back to step {self.step} and skipped "
+              f"{skipped} batches (rollback {self.rollbacks} of at most {self.cfg.max_rollbacks})", file=sys.stderr)
+
+    def train(self, stop_after_steps: int, preemption: Preemption) -> dict:
+        setup, cfg = self.setup, self.cfg
+        end_step = min(setup.total_steps, stop_after_steps or setup.total_steps)
+        hooks = Hooks()
+        hooks.add(cfg.log_every, self.log)
+        hooks.add(cfg.eval_every, self.evaluate, at_interrupt=False)
+        hooks.add(cfg.checkpoint_every, self.checkpoint)
+        run_start = time.perf_counter()
+        self.bar = progress_bar(setup.total_steps, self.step, self.progress)
+        try:
+            while True:
+                try:
+                    for step in self.steps(end_step):
+                        hooks.step(step)
+                        self.bar.update(1)
+                        if preemption.requested:
+                            break
+                    hooks.force(self.step, interrupted=self.step < setup.total_steps)
+                    break
+                except Spike as spike:
+                    self.roll_back(spike)
+                    hooks.rewind(self.step)
+                    self.bar.reset(setup.total_steps)
+                    self.bar.update(self.step)
+        finally:
+            self.bar.close()
+            self.prefetch.close()
+            self.checkpointer.close()
+            self.writer.close()
+        if preemption.requested and self.step < setup.total_steps:
+            print(f"stopped by {preemption.requested} at step {self.step}, checkpointed: rerun the same command "
+                  f"to resume", file=sys.stderr)
+        summary = self.summary(time.perf_counter() - run_start)
+        if self.step == setup.total_steps and jax.process_index() == 0:
+            if self.final_documents is not None:  # before summary.json: a run with a summary has its documents
+                self.final_documents.save(setup.workdir)
+            with open(os.path.join(setup.workdir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=1, allow_nan=False)
+        return summary
+
+    def summary(self, wall_s: float) -> dict:
+        setup, data = self.setup, self.setup.data
+        tokens = self.step * self.tokens_per_step
+        timer = self.timer
+        tokens_per_s = timer.total_steps * self.tokens_per_step / timer.total_s if timer.total_s else None
+        peak_total = self.peak * jax.device_count()
+        return {
+            **self.counts,
+            "tokens": tokens,
+            "flops_kaplan": self.flops["kaplan"] * tokens,
+            "flops_chinchilla": self.flops["chinchilla"] * tokens,
+            "final_loss": self.last_row.get("loss"), "final_eval_loss": self.last_eval.get("eval_loss"),
+            "final_eval_bpb": self.last_eval.get("eval_bpb"), "final_eval_loss_se": self.last_eval.get("eval_loss_se"),
+            "final_eval_bpb_se": self.last_eval.get("eval_bpb_se"),
+            "eval_documents": len(np.unique(np.concatenate([b["doc"] for b in setup.evals]))),
+            "eval_tokens": int(sum(b["weights"].sum() for b in setup.evals)),
+            "wall_s": wall_s, "steps": self.step,
+            "mfu": tokens_per_s * self.flops["chinchilla"] / peak_total if tokens_per_s else None,
+            "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": _finite_or_none(self.prefetch.tokens_per_s),
+            "peak_flops_per_device": self.peak, "peak_flops_source": self.peak_source,
+            "devices": jax.device_count(),
+            "skipped_updates": self.skipped_updates, "rollbacks": self.rollbacks,
+            "unigram_eval_loss": unigram_loss(data.token_stats["token_counts"], setup.evals),
+            "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name,
+            "objective": setup.objective["objective"],
+            **provenance.fingerprints(data.fingerprint, data.tokenizer.path),
+            # Documents started, the one being read included.
+            "source_epochs": setup.order and setup.order.source_epochs(
+                [(s["epoch"], s["index"] + (s["offset"] > 0)) for s in self.data_state["streams"]]),
+        }

@@ -9,12 +9,10 @@ Only the train documents are cleaned and counted in the throughput.
 """
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 
-import gin
-
+import cli
 from data import corpus, sources
 from data.clean.pipeline import CleaningPipeline
 
@@ -25,24 +23,29 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.clean", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m data.clean", description=__doc__.split("\n")[0], gin=True)
     parser.add_argument("--sources", nargs="+", default=list(corpus.DEFAULT_SOURCES))
     parser.add_argument("--validation_percent", type=float, default=1.0)
-    parser.add_argument("--workers", type=int, default=0, help="0: one per CPU core")
-    parser.add_argument("--gin_file", action="append", default=[])
-    parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--workers", type=cli.whole_number(0), default=0, help="0: one per CPU core")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--preload", action="store_true",
                         help="read the documents into memory first, so that the timing counts the cleaning only")
     args = parser.parse_args(argv)
+    if not 0 <= args.validation_percent <= 100:
+        parser.error(f"--validation_percent must be within [0, 100], got {args.validation_percent}")
+    # base.gin binds the model's and the trainer's configurables too: only the cleaning stages' are read.
+    cli.parse_gin(args.gin_file, args.gin_bindings, skip_unknown=True)
     try:
         present, missing = sources.available(args.sources)
-        gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        pipeline = CleaningPipeline(workers=args.workers, progress=args.progress)
+    except (ValueError, TypeError) as error:  # an unknown source, a bad stage setting
+        raise cli.InputError(str(error)) from None
     if missing:
         print(f"leaving out sources that are not installed: {missing}", file=sys.stderr)
 
@@ -52,7 +55,6 @@ def main(argv: list[str]) -> int:
                 if corpus.is_validation(doc, args.validation_percent) == validation:
                     yield doc
 
-    pipeline = CleaningPipeline(workers=args.workers, progress=args.progress)
     heldout = list(split(True))
     train = list(split(False)) if args.preload else split(False)
     cpu_before = _cpu_seconds()
