@@ -106,5 +106,10 @@ def arrays_from_rows(rows, accounting="chinchilla"):
             values = [float(r[key]) for r in rows]
         except (TypeError, ValueError):
             raise ValueError(f"{key!r} is not a number in every row") from None
+        bad = [i for i, v in enumerate(values) if not (np.isfinite(v) and v > 0)]
+        if bad:
+            run = rows[bad[0]].get("run")
+            raise ValueError(f"row {bad[0] + 1}{f' (run {run})' if run else ''} has {key} = {values[bad[0]]}, "
+                             f"not a finite positive number (a diverged run?); {len(bad)} such row(s)")
         out[name], = positive_arrays(**{key: values})
     return out

@@ -161,15 +161,18 @@ SENTINELS = 16  # an encoder-decoder's ids past the tokenizer's: span corruption
 
 
 def train_in_process(text, steps: int, optimizer: str = "adamw", accum: int = 1, z_loss: float = 0.0,
-                     **model_options):
+                     poisoned_steps: tuple = (), **model_options):
     """`steps` steps of the trainer's own train_step on 4 fixed batches (8 rows of 32 tokens) of `text`,
     with the objective train.main would give the model; returns the losses, the initial parameters and
-    the last step's metrics. One layer unless told otherwise: compiling is most of what these tests spend."""
+    the last step's metrics (and its state, as `metrics["state"]`). poisoned_steps: steps (from 0) whose
+    batch has NaN weights, so NaN loss and gradients. One layer unless told otherwise: compiling is
+    most of what these tests spend."""
     import dataclasses
     from functools import partial
 
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from data.loader import DataConfig
     from data.pipeline import PackedBatches
@@ -195,6 +198,9 @@ def train_in_process(text, steps: int, optimizer: str = "adamw", accum: int = 1,
                            accum_steps=accum))
     losses = []
     for i in range(steps):
-        state, metrics = step(state, data[i % len(data)])
+        batch = data[i % len(data)]
+        if i in poisoned_steps:
+            batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
+        state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
-    return losses, initial_params, metrics
+    return losses, initial_params, {**metrics, "state": state}

@@ -3,6 +3,7 @@
 Inputs rejected before training are checked in-process (fast); the workdir
 check needs a finished run and goes through a subprocess.
 """
+import json
 import subprocess
 
 import gin
@@ -139,6 +140,7 @@ CASES = [
     ("scaling.fit", ["{file}"], []),
     ("scaling.fit", ["{file}", "--bootstrap=-1"], ["bootstrap"]),
     ("scaling.fit", ["{file}", "--bogus"], ["--bogus"]),
+    ("scaling.fit", ["{diverged}"], ["row 2", "run b", "nan"]),
     ("data.prepare", ["--bogus"], ["--bogus"]),
     ("data.prepare", ["--gin_bindings=DataConfig.vocab_size = (", "--gin.DataConfig.data_dir='{tmp}/data'"],
      ["bad gin config"]),
@@ -171,6 +173,10 @@ def entry_point(name: str):
 def test_every_entry_point_refuses_bad_input_in_one_line(command, args, words, tiny_corpus, tmp_path, capfd):
     (tmp_path / "results.jsonl").write_text('{"not": "a results row"}\n')
     (tmp_path / "unclosed.gin").write_text("Sweep.base = ('base.gin',\n")
+    row = {"params_total": 2e6, "params_nonembedding": 1e6, "tokens": 1e8, "flops_chinchilla": 1.2e15,
+           "flops_kaplan": 6e14, "final_loss": 3.1, "final_eval_loss": 3.0}
+    (tmp_path / "diverged.jsonl").write_text(json.dumps({"run": "a", **row}) + "\n" + json.dumps(
+        {**row, "run": "b", "final_eval_loss": float("nan")}) + "\n")
     corpus_flags = [f"--gin_bindings={b}" for b in tiny_corpus]
     argv = []
     for arg in args:
@@ -178,7 +184,7 @@ def test_every_entry_point_refuses_bad_input_in_one_line(command, args, words, t
             argv.extend(corpus_flags)
         else:
             argv.append(arg.format(tmp=tmp_path, file=tmp_path / "results.jsonl",
-                                   unclosed=tmp_path / "unclosed.gin"))
+                                   unclosed=tmp_path / "unclosed.gin", diverged=tmp_path / "diverged.jsonl"))
     before = snapshot(tmp_path)
     gin.clear_config()
     try:

@@ -281,3 +281,19 @@ def test_sigterm_to_the_runner_is_passed_on_and_a_torn_results_line_is_mended(ti
                            cwd=REPO, env=main_env(), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr
     assert_sweep_complete(workdir, longer_plan)
+
+
+def test_a_second_train_main_on_the_same_workdir_waits_and_keeps_the_finished_run(tiny_corpus, reference, tmp_path):
+    workdir, bindings = tmp_path / "run", run_bindings(tiny_corpus)
+    first = start(workdir, bindings)
+    while not (workdir / ".lock").exists() or not (workdir / ".lock").read_text():
+        time.sleep(0.2)
+    second = start(workdir, bindings)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    finished = (workdir / "summary.json").read_bytes()
+    _, second_err = second.communicate(timeout=300)
+    assert second.returncode == 0, second_err
+    assert "holds a finished run" in second_err  # it waited for the lock, then found the run done
+    assert (workdir / "summary.json").read_bytes() == finished
+    assert train_rows(workdir) == reference["rows"]

@@ -38,3 +38,17 @@ def test_option_trains_and_loss_falls(stdlib_text, options):
 
 def test_gradient_accumulation_matches_one_big_batch(stdlib_text):
     np.testing.assert_allclose(train_losses(stdlib_text, accum=4), train_losses(stdlib_text, accum=1), rtol=2e-5)
+
+
+def test_a_step_with_non_finite_gradients_leaves_the_state_as_it_was(stdlib_text):
+    """The poisoned step's update is skipped and flagged: parameters and optimizer moments stay bit for
+    bit what the steps before it made them (only the step counter, which the schedule reads, moves on)."""
+    import jax
+    clean_losses, _, clean = train_in_process(stdlib_text, 3)
+    losses, _, poisoned = train_in_process(stdlib_text, 4, poisoned_steps=(3,))
+    assert bool(poisoned["update_skipped"]) and not bool(clean["update_skipped"])
+    assert np.isnan(losses[3]) and losses[:3] == clean_losses
+    for a, b in zip(jax.tree.leaves(clean["state"].params), jax.tree.leaves(poisoned["state"].params)):
+        np.testing.assert_array_equal(a, b)  # bit for bit: the NaN step changed nothing
+    for a, b in zip(jax.tree.leaves(clean["state"].opt_state), jax.tree.leaves(poisoned["state"].opt_state)):
+        np.testing.assert_array_equal(a, b)

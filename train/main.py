@@ -2,8 +2,11 @@
 
 gin files are looked up relative to the working directory, then configs/.
 Bad input (a missing gin file, an unknown or malformed binding, a bad value,
-a missing or empty corpus, a workdir that holds another config) ends with one
-line on stderr and exit status 2.
+a missing, empty or damaged corpus, a workdir that holds another config) ends
+with one line on stderr and exit status 2. A run that diverged past its
+rollbacks, found no restorable checkpoint or filled the disk ends with one line
+and exit status 1; SIGTERM or Ctrl-C checkpoints and exits 0 (README: "The loop,
+and what survives what").
 """
 from __future__ import annotations
 
