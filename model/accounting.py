@@ -8,7 +8,8 @@ compute-optimal exponent a good deal. A mixture of experts has more parameters
 than each token uses: params_active counts the router and only top_k of each
 layer's experts.
 
-Training FLOPs per token, forward plus backward (backward = 2 x forward):
+Training FLOPs per token, forward plus backward (backward = 2 x forward), in
+three counts: Kaplan's and Chinchilla's for the scaling fits, model FLOPs for MFU.
 - Kaplan et al. (2020), eq. 2.2: C = 6 N (non-embedding N, active parameters
   for MoE), with the context term 6 n_layer n_ctx d_attn reported separately.
 - Hoffmann et al. (2022), Appendix F: embeddings, QKV projections, attention
@@ -19,6 +20,11 @@ Training FLOPs per token, forward plus backward (backward = 2 x forward):
   and combine einsums are implementation, not model, FLOPs) and the
   encoder-decoder (counted per decoder token: the encoder's work and the
   cross-attention keys and values scale with encoder tokens per decoder token).
+- Model FLOPs (PaLM, Appendix B; MaxText): Chinchilla's matrix products without
+  the embedding lookup (a gather: it multiplies nothing) and the softmax. For a
+  decoder, 6 x (matrix parameters, the output layer counted once) + 12 n_layer
+  n_ctx d_attn. Rematerialisation's recomputed forward passes are not counted:
+  MFU measures useful work (HFU would count them).
 """
 from __future__ import annotations
 
@@ -118,4 +124,8 @@ def training_flops_per_token(cfg, seq_len: int, params_nonembedding: int,
         # Kaplan's context term, 2 n_layer n_ctx d_attn forward, is exactly the attention logits.
         "kaplan_attention": 3 * forward["attention_logits"],
         "chinchilla": 3 * sum(forward.values()),
+        # Model FLOPs, MFU's numerator as PaLM (Appendix B) and MaxText count it: the matrix products
+        # the model executes (the output layer once, tied or not; attention over the full context),
+        # not the embedding lookup, a gather, nor the softmax's elementwise work.
+        "model": 3 * (sum(forward.values()) - forward["embeddings"] - forward["softmax"]),
     }

@@ -77,4 +77,39 @@ def diagnose(names, theta, bounds, law, inputs, weights, messages=None):
                         f"(condition number {condition:.3g})")
     return {"identified": not warnings, "at_bound": bound,
             "condition_number": condition if np.isfinite(condition) else None,
-            "flat_direction": dict(zip(kept, map(float, direction))), "warnings": warnings}
+            "flat_direction": dict(zip(kept, map(float, direction))), "warnings": warnings,
+            "free_parameters": len(names)}
+
+
+LACK_OF_FIT_P = 0.01
+
+
+def lack_of_fit(loss, predicted, loss_se, free_parameters):
+    """How far a law's residuals exceed the noise of the points it was fitted to.
+
+    chi2 = sum ((loss - predicted) / se)^2 over the points, against a chi-squared distribution
+    with n - free_parameters degrees of freedom. se is each run's eval standard error over
+    documents: it leaves out seed-to-seed variation (which would make chi2 larger) and, the runs
+    sharing their eval documents, counts as independent what partly moves all points together
+    (which makes chi2 smaller). A p-value below LACK_OF_FIT_P says the law's form does not describe
+    these points: identified or not, its extrapolations carry a bias that its intervals, built from
+    the same residuals, do not show. Returns the statistics and a warning (or None).
+    """
+    from scipy import stats
+    loss, predicted, loss_se = (np.asarray(x, float) for x in (loss, predicted, loss_se))
+    z = (loss - predicted) / loss_se
+    dof = len(z) - free_parameters
+    if dof < 1:
+        return {"dof": dof}, None
+    chi2 = float(np.sum(z ** 2))
+    p = float(stats.chi2.sf(chi2, dof))
+    worst = int(np.argmax(np.abs(z)))
+    out = {"chi2": chi2, "dof": dof, "chi2_per_dof": chi2 / dof, "p_value": p,
+           "rms_relative_residual": float(np.sqrt(np.mean(((loss - predicted) / loss) ** 2))),
+           "max_abs_z": float(abs(z[worst])), "worst_point": worst}
+    warning = None
+    if p < LACK_OF_FIT_P:
+        warning = (f"lack of fit: residuals are {np.sqrt(chi2 / dof):.1f}x the points' eval standard errors "
+                   f"(chi2/dof {chi2 / dof:.3g}, p = {p:.2g}; the worst {abs(z[worst]):.1f} SE): the form does not "
+                   f"describe these runs, and its extrapolations are biased beyond their intervals")
+    return out, warning

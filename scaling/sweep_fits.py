@@ -19,6 +19,7 @@ import numpy as np
 from scaling.chinchilla import fit_chinchilla
 from scaling.data_constrained import fit_data_constrained
 from scaling.envelope import fit_envelope
+from scaling.identification import lack_of_fit
 from scaling.inputs import ACCOUNTING, arrays_from_rows, fit_rows
 from scaling.isoflop import fit_isoflop
 from scaling.kaplan import fit_kaplan
@@ -115,7 +116,23 @@ def fit_sweep(rows, accounting="chinchilla", bootstrap=0, seed=0, results_dir=No
             out[law] = _attempt(tasks[law], bootstrap)
         except (ValueError, RuntimeError, ArithmeticError) as err:
             out[law] = f"not fitted: {err}"
+            continue
+        if "loss_se" in arrays and law in ("chinchilla", "kaplan", "data_constrained"):
+            _check_fit(out[law], arrays, law)
     return out
+
+
+def _check_fit(fit, arrays, law) -> None:
+    """Adds the lack-of-fit statistics (and a warning, when the law misfits) to a law's diagnostics."""
+    inputs = (arrays["N"], arrays["D"]) + ((arrays["unique_tokens"],) if law == "data_constrained" else ())
+    diagnostics = fit.diagnostics
+    if "free_parameters" not in diagnostics:  # a fit that failed before diagnosing
+        return
+    stats, warning = lack_of_fit(arrays["loss"], fit.predict(*inputs), arrays["loss_se"],
+                                 diagnostics["free_parameters"])
+    diagnostics["lack_of_fit"] = stats
+    if warning:
+        diagnostics["warnings"] = [*diagnostics["warnings"], warning]
 
 
 def allocating(fits):

@@ -31,6 +31,8 @@ atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The CPU's peak FLOP/s for MFU, measured once per session (not taken from a user's cache).
+os.environ.setdefault("SCALINGLM_PEAK_CACHE", os.path.join(_COMPILATION_CACHE, "peak_flops.json"))
 
 # A corpus of real text small enough to build in seconds: part of the Python docs
 # (python_stdlib stands in where python3.x-doc is not installed) and a 512-piece BPE.

@@ -82,7 +82,7 @@ def test_command_line_prints_the_table_and_fails_cleanly(tmp_path, capsys):
     assert json.loads(out.read_text())["prediction"]["chinchilla"]["N_opt"] > 0
     for args, problem in (([str(path), "--flops", "-1"], "positive"),
                           ([str(path)], "--flops"),
-                          ([str(path), "--flops", "1e20", "--bootstrap", "-2"], ">= 0"),
+                          ([str(path), "--flops", "1e20", "--bootstrap", "-2"], "at least 0"),
                           ([str(tmp_path / "none.jsonl"), "--flops", "1e20"], "not found")):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()

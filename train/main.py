@@ -100,9 +100,12 @@ def report(summary: dict) -> None:
     print(f"params: {summary['params_total']:,} total, {summary['params_nonembedding']:,} non-embedding")
     print(f"steps {summary['steps']}, tokens {summary['tokens']:,}, wall {fmt(summary['wall_s'], '.1f')} s, "
           f"{fmt(summary['tokens_per_s'], ',.0f')} tokens/s (input pipeline "
-          f"{fmt(summary['pipeline_tokens_per_s'], ',.0f')} tokens/s), MFU {fmt(summary['mfu'], '.2%')} "
-          f"of {fmt(summary['peak_flops_per_device'] / 1e9, '.1f')} GFLOP/s per device "
-          f"({summary['peak_flops_source']})")
+          f"{fmt(summary['pipeline_tokens_per_s'], ',.0f')} tokens/s)")
+    flops_per_s = summary.get("model_flops_per_s")
+    mfu = fmt(summary["mfu"], ".1%") if not summary.get("mfu_note") else f"not reported: {summary['mfu_note']}"
+    print(f"model FLOP/s {fmt(flops_per_s and flops_per_s / 1e9, ',.1f')} G; MFU {mfu} (against "
+          f"{fmt(summary['peak_flops_per_device'] / 1e9, ',.1f')} GFLOP/s per device x {summary['devices']}: "
+          f"{summary['peak_flops_source']})")
     if summary.get("source_epochs"):
         print("epochs per source: " + ", ".join(f"{name} {epochs:.3g}" for name, epochs in summary["source_epochs"].items()))
     loss, unigram = summary["final_eval_loss"], summary["unigram_eval_loss"]

@@ -35,7 +35,7 @@ from scaling.eval_precision import EvalDocuments
 from train import partitioning, provenance
 from train.checkpoints import Checkpointer
 from train.loop import Hooks, Preemption, Spike, SpikeGuard, StepTimer, train_rows
-from train.metrics import MetricsWriter, peak_flops_per_device, progress_bar
+from train.metrics import MetricsWriter, mfu_note, peak_flops_per_device, progress_bar
 from train.optimizer import lr_schedule, make_optimizer
 from train.run_config import check_workdir_config, claim_workdir, read_summary, workdir_lock
 
@@ -419,7 +419,7 @@ class _Run:
             if bool(metrics["update_skipped"]):
                 values["update_skipped"] = True
             window.append((s, values))
-        for row in train_rows(window, self.tokens_per_step, step_time, data_wait, self.flops["chinchilla"],
+        for row in train_rows(window, self.tokens_per_step, step_time, data_wait, self.flops["model"],
                               self.peak * jax.device_count()):
             self.skipped_updates += bool(row.get("update_skipped"))
             self.writer.write(row)
@@ -513,6 +513,7 @@ class _Run:
         timer = self.timer
         tokens_per_s = timer.total_steps * self.tokens_per_step / timer.total_s if timer.total_s else None
         peak_total = self.peak * jax.device_count()
+        mfu = tokens_per_s * self.flops["model"] / peak_total if tokens_per_s else None
         return {
             **self.counts,
             "tokens": tokens,
@@ -524,7 +525,8 @@ class _Run:
             "eval_documents": len(np.unique(np.concatenate([b["doc"] for b in setup.evals]))),
             "eval_tokens": int(sum(b["weights"].sum() for b in setup.evals)),
             "wall_s": wall_s, "steps": self.step,
-            "mfu": tokens_per_s * self.flops["chinchilla"] / peak_total if tokens_per_s else None,
+            "mfu": mfu, "mfu_note": mfu_note(mfu),
+            "model_flops_per_s": tokens_per_s and tokens_per_s * self.flops["model"],
             "tokens_per_s": tokens_per_s, "pipeline_tokens_per_s": _finite_or_none(self.prefetch.tokens_per_s),
             "peak_flops_per_device": self.peak, "peak_flops_source": self.peak_source,
             "devices": jax.device_count(),
