@@ -360,6 +360,8 @@ class _Run:
         self.guard = SpikeGuard(train_cfg.spike_factor, train_cfg.spike_window)
         self.timer = StepTimer()
         self.progress, self.bar = progress, None
+        # Before the input pipeline's thread starts: it would take cores from the measurement.
+        self.peak, self.peak_source = peak_flops_per_device(setup.model_cfg.dtype)
         self.initial_data_state = self.batches.get_state()
         self._restore()
         kept = _truncate_metrics(self.metrics_path, self.step)
@@ -369,7 +371,6 @@ class _Run:
         self.last_eval, self.final_documents = {}, None
         counts = accounting.param_counts(self.state.params, setup.model_cfg)
         self.counts, self.flops = counts, training_flops_per_text_token(setup, counts)
-        self.peak, self.peak_source = peak_flops_per_device(setup.model_cfg.dtype)
         self.writer = MetricsWriter(setup.workdir)
 
     def _restore(self, skip_batches: int = 0) -> None:
