@@ -9,13 +9,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+class Accounting(NamedTuple):
+    params: str  # the results field of N: the parameters a token uses
+    flops: str  # the results field of C, training FLOPs in the same accounting
+    dense_params: str  # the field that equals `params` for a dense model (rows that predate the active counts)
+
+
+# What each accounting counts, defined once: the sweep planner and the ladder (train/) and the fits
+# all read N and C through it. N counts the parameters a token uses: for a mixture of experts the
+# router and top_k of each layer's experts (params_active*), which for a dense model are all of
+# them. C comes from model/accounting.py: 6 N D (Kaplan) or the full per-token count (Chinchilla).
 ACCOUNTING = {
-    "kaplan": ("params_nonembedding", "flops_kaplan"),
-    "chinchilla": ("params_total", "flops_chinchilla"),
+    "kaplan": Accounting("params_active_nonembedding", "flops_kaplan", "params_nonembedding"),
+    "chinchilla": Accounting("params_active", "flops_chinchilla", "params_total"),
 }
+
+
+def params_of(row: dict, accounting: str):
+    """The row's N in the accounting (None when it has none)."""
+    fields = ACCOUNTING[accounting]
+    value = row.get(fields.params)
+    return value if value is not None else row.get(fields.dense_params)
 
 
 def positive_arrays(min_points=1, **named):
@@ -91,9 +109,10 @@ def arrays_from_rows(rows, accounting="chinchilla"):
     rows = fit_rows(rows)
     if not rows:
         raise ValueError("no rows to fit: every row is a verification run")
-    n_key, c_key = ACCOUNTING[accounting]
+    rows = [{**r, "N": params_of(r, accounting)} for r in rows]
     evals = all(r.get("final_eval_loss") is not None for r in rows)
-    keys = {"N": n_key, "D": "tokens", "C": c_key, "loss": "final_eval_loss" if evals else "final_loss"}
+    keys = {"N": "N", "D": "tokens", "C": ACCOUNTING[accounting].flops,
+            "loss": "final_eval_loss" if evals else "final_loss"}
     if evals and all(r.get("final_eval_loss_se") is not None for r in rows):
         keys["loss_se"] = "final_eval_loss_se"
     keys.update({k: k for k in ("budget", "unique_tokens") if all(k in r for r in rows)})
@@ -101,7 +120,9 @@ def arrays_from_rows(rows, accounting="chinchilla"):
     for name, key in keys.items():
         missing = [i for i, r in enumerate(rows, 1) if r.get(key) is None]
         if missing:
-            raise ValueError(f"row {missing[0]} has no {key!r}")
+            wanted = f"{ACCOUNTING[accounting].params!r} or {ACCOUNTING[accounting].dense_params!r}" if key == "N" \
+                else repr(key)
+            raise ValueError(f"row {missing[0]} has no {wanted}")
         try:
             values = [float(r[key]) for r in rows]
         except (TypeError, ValueError):

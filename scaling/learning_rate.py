@@ -24,7 +24,7 @@ import numpy as np
 
 from scaling import cli
 from scaling.bootstrap import bootstrap_counts, percentile_intervals
-from scaling.inputs import ACCOUNTING, canonical_order, fit_rows, load_results, positive_arrays
+from scaling.inputs import canonical_order, fit_rows, load_results, params_of, positive_arrays
 from scaling.isoflop import windowed_parabola
 from scaling.powerlaw import fit_power_law
 
@@ -85,8 +85,7 @@ def fit_optimal_learning_rate(rows, accounting="chinchilla", key=KEY, bootstrap=
     missing = [r.get("run", i) for i, r in enumerate(rows) if key not in r.get("config", {})]
     if missing:
         raise ValueError(f"run {missing[0]} does not set {key} in its config")
-    n_key = ACCOUNTING[accounting][0]
-    N, rate, loss = positive_arrays(N=[r[n_key] for r in rows], rate=[r["config"][key] for r in rows],
+    N, rate, loss = positive_arrays(N=[params_of(r, accounting) for r in rows], rate=[r["config"][key] for r in rows],
                                     loss=[r["final_eval_loss"] for r in rows])
     order = canonical_order(N, rate, loss)  # any order of the rows gives the same fit, bit for bit
     N, rate, loss = N[order], rate[order], loss[order]

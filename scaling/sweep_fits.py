@@ -20,7 +20,7 @@ from scaling.chinchilla import fit_chinchilla
 from scaling.data_constrained import fit_data_constrained
 from scaling.envelope import fit_envelope
 from scaling.identification import lack_of_fit
-from scaling.inputs import ACCOUNTING, arrays_from_rows, fit_rows
+from scaling.inputs import ACCOUNTING, arrays_from_rows, fit_rows, params_of
 from scaling.isoflop import fit_isoflop
 from scaling.kaplan import fit_kaplan
 
@@ -43,7 +43,7 @@ def training_curves(rows, results_dir, accounting="chinchilla", smooth_fraction=
     as Hoffmann et al. smooth theirs before taking the envelope. FLOPs so far
     are the run's total in the accounting, pro rata to its tokens.
     """
-    n_key, c_key = ACCOUNTING[accounting]
+    c_key = ACCOUNTING[accounting].flops
     curves = []
     for row in fit_rows(rows):
         path = Path(results_dir) / row["run"] / "metrics.jsonl"
@@ -54,7 +54,7 @@ def training_curves(rows, results_dir, accounting="chinchilla", smooth_fraction=
         window = max(1, len(loss) // round(1 / smooth_fraction))
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
         tokens = tokens[window - 1:]
-        curves.append({"N": row[n_key], "tokens": tokens, "loss": smooth,
+        curves.append({"N": params_of(row, accounting), "tokens": tokens, "loss": smooth,
                        "flops": row[c_key] * tokens / row["tokens"]})
     return curves
 

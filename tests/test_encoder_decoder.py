@@ -83,3 +83,23 @@ def test_train_main_trains_it_on_span_corruption(tiny_corpus, tmp_path):
     losses = train_losses(tmp_path / "run")
     assert losses[-1] < losses[0]
     assert np.isfinite(summary["final_eval_loss"]) and np.isfinite(summary["final_eval_bpb"])
+
+
+@pytest.mark.parametrize("seq_len, density, span", [(32, 0.15, 3.0), (128, 0.3, 2.0), (77, 0.5, 8.0)])
+def test_planner_and_trainer_count_its_flops_from_the_batches_it_trains_on(stdlib_text, seq_len, density, span):
+    """flops_per_text_token (used by train.sweep's plan and by the trainer's summary) takes the encoder
+    and decoder lengths from span corruption's arithmetic; here they come from real packed batches."""
+    from data.loader import DataConfig
+    from data.pipeline import PackedBatches
+    from model import accounting
+    from train.trainer import flops_per_text_token, objective_options
+    tokenizer, docs = stdlib_text
+    cfg = TransformerConfig(vocab_size=tokenizer.vocab_size + 64, d_model=32, n_layers=1, n_heads=4, d_ff=64,
+                            max_len=seq_len, architecture="encoder_decoder")
+    data_cfg = DataConfig(seq_len=seq_len, noise_density=density, mean_noise_span_length=span)
+    batch = PackedBatches(docs, tokenizer, seq_len, 2, **objective_options(cfg, data_cfg, tokenizer.vocab_size)).next_batch()
+    encoder_len, decoder_len = batch["encoder_inputs"].shape[1], batch["targets"].shape[1]
+    per_decoder_token = accounting.training_flops_per_token(cfg, decoder_len, 1000, encoder_seq_len=encoder_len)
+    counted = flops_per_text_token(cfg, data_cfg, 1000)
+    for name, value in per_decoder_token.items():
+        assert counted[name] == pytest.approx(value * decoder_len / seq_len, rel=1e-12)

@@ -24,6 +24,37 @@ def test_accounting_picks_parameter_and_flop_conventions():
     assert "budget" not in kaplan and "unique_tokens" not in kaplan
 
 
+def test_a_mixture_of_experts_is_fitted_on_the_parameters_a_token_uses():
+    """The planner places D = C / 6 N with N the active count; the fits must read the same N."""
+    moe = {**ROW, "params_active": 1.5e6, "params_active_nonembedding": 0.4e6}
+    assert arrays_from_rows([moe], "chinchilla")["N"][0] == 1.5e6
+    assert arrays_from_rows([moe], "kaplan")["N"][0] == 0.4e6
+    assert arrays_from_rows([ROW], "chinchilla")["N"][0] == 3e6  # rows without active counts: dense
+
+
+@pytest.mark.parametrize("accounting, n_field", [("chinchilla", "params_active"),
+                                                  ("kaplan", "params_active_nonembedding")])
+def test_an_moe_sweep_is_planned_on_the_parameters_its_fits_read(accounting, n_field):
+    """The planner's D for a budget is C / 6 N with the N that arrays_from_rows gives the fits."""
+    import gin
+    from train import sweep_plan
+    plan = sweep_plan.plan_sweep(["sweeps/tiny.gin"], [
+        "Sweep.models = ('moe_xs_top2',)", "Sweep.flops = (1e12,)", "Sweep.rules = []",
+        f"Sweep.accounting = '{accounting}'", "TransformerConfig.vocab_size = 8192", "DataConfig.vocab_size = 8192",
+        "TransformerConfig.max_len = 128", "DataConfig.seq_len = 128"])
+    gin.clear_config()
+    run, = plan.runs
+    counts = sweep_plan.count_params(sweep_plan.run_settings(plan.base, [*plan.bindings, *sweep_plan.as_bindings(
+        run.config)]).model)
+    gin.clear_config()
+    assert counts["params_total"] > counts["params_active"]  # a mixture: not every expert per token
+    assert run.params == counts[n_field]
+    row = {**counts, "tokens": run.tokens, "flops_kaplan": 6.0 * counts["params_active_nonembedding"] * run.tokens,
+           "flops_chinchilla": run.flops, "final_eval_loss": 3.0, "final_loss": 3.0}
+    assert arrays_from_rows([row], accounting)["N"][0] == run.params
+    assert 0 <= run.tokens - 1e12 / (6 * run.params) < 8 * 128  # rounded up to whole steps of 8 x 128 tokens
+
+
 def test_train_loss_is_used_only_when_some_row_lacks_eval_loss():
     rows = [ROW, {**ROW, "final_eval_loss": None}]
     assert list(arrays_from_rows(rows, "kaplan")["loss"]) == [4.0, 4.0]

@@ -15,7 +15,7 @@
 
 The shapes considered do not depend on the target, so a larger target never gets a smaller model.
 N counts what `accounting` says ('chinchilla': every parameter, 'kaplan': non-embedding ones;
-for a mixture of experts those a token uses, as train.sweep_plan.ACCOUNTING says) of the base
+for a mixture of experts those a token uses, as scaling.inputs.ACCOUNTING says) of the base
 model, whose other fields (vocabulary, activation, tying, positions, ...) stay as they are.
 
 Counts come from the parameter tree (train.sweep_plan.count_params). The base model's count is a
@@ -64,7 +64,7 @@ class Ladder:
     accounting: Optional[str] = None  # 'chinchilla' or 'kaplan'; None: the sweep's (Sweep.accounting)
 
     def __post_init__(self):
-        from train.sweep_plan import ACCOUNTING
+        from scaling.inputs import ACCOUNTING
         for name in ("aspect_ratio", "head_dim", "mlp_ratio", "width_multiple", "max_layers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Ladder.{name} must be positive, got {getattr(self, name)!r}")
@@ -88,10 +88,11 @@ class Ladder:
 
     def count(self, model_cfg) -> int:
         """N of a model config, counted on its parameter tree in the ladder's accounting."""
-        from train.sweep_plan import ACCOUNTING, count_params
+        from scaling.inputs import ACCOUNTING
+        from train.sweep_plan import count_params
         if self.accounting is None:
             raise ValueError("Ladder.accounting is not set: 'chinchilla' or 'kaplan'")
-        return count_params(model_cfg)[ACCOUNTING[self.accounting]]
+        return count_params(model_cfg)[ACCOUNTING[self.accounting].params]
 
     def shape(self, target_params: float, base) -> Shape:
         """The shape for a target N (see the module's docstring), its N counted on its parameter tree."""

@@ -39,15 +39,15 @@ from typing import Optional
 import gin
 import gin.config_parser
 
-from train import sweep_design, sweep_rules
-from train.sweep_design import compact
-from train.ladder import Ladder
 from cli import resolve_gin_file
+from scaling.inputs import ACCOUNTING
+from train import sweep_design, sweep_rules
+from train.ladder import Ladder
 from train.main import parse_gin
+from train.sweep_design import compact
 
 # N in C = 6 N D. Kaplan et al. count non-embedding parameters, Hoffmann et al. all of
 # them; a mixture of experts counts those a token uses, which for a dense model is all.
-ACCOUNTING = {"kaplan": "params_active_nonembedding", "chinchilla": "params_active"}
 
 
 @gin.configurable
@@ -272,14 +272,13 @@ def _model_runs(sweep: Sweep, shared: tuple, model: str, model_bindings: dict, f
 
 def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
                         flops: Optional[tuple]) -> list[Run]:
-    from model import accounting
-    from train.trainer import check_settings
+    from train.trainer import check_settings, flops_per_text_token
     runs = []
     for extras in _grid_points(sweep.grid):
         shape = {**model_bindings, **extras}
         settings = run_settings(sweep.base, [*shared, *as_bindings(shape)])
         counts = count_params(settings.model)
-        params = counts[ACCOUNTING[sweep.accounting]]
+        params = counts[ACCOUNTING[sweep.accounting].params]
         for label, budget, length in _budgets(sweep, params, flops):
             if length and settings.train.train_steps:
                 length = {"TrainConfig.train_steps": 0, **length}  # the base counts steps; this run, tokens
@@ -295,8 +294,7 @@ def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
                 tokens = check_settings(final.model, final.data, final.train) * final.tokens_per_step
             except ValueError as error:  # what train.main would refuse, refused before anything runs
                 raise ValueError(f"run {name}: {error}") from None
-            per_token = accounting.training_flops_per_token(final.model, final.data.seq_len,
-                                                            counts["params_active_nonembedding"])
+            per_token = flops_per_text_token(final.model, final.data, counts["params_active_nonembedding"])
             runs.append(Run(name, model, config, params, tokens, budget, per_token["chinchilla"] * tokens))
     return runs
 
@@ -352,7 +350,8 @@ def plan_sweep(files: list[str], bindings: list[str], rows: Optional[dict] = Non
 def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, prediction: Optional[dict]) -> Plan:
     """The budgets' waves so far (train/sweep_design.py) and, once all are done, the verification run."""
     place = placer(sweep, shared)
-    budgets = sweep_design.plan_budgets(sweep.placement, sweep.flops, place, rows, ACCOUNTING[sweep.accounting])
+    budgets = sweep_design.plan_budgets(sweep.placement, sweep.flops, place, rows,
+                                        ACCOUNTING[sweep.accounting].params)
     runs = [run for budget in budgets for run in budget.runs]
     verify_budget = None
     if sweep.verify_factor and all(budget.done for budget in budgets):

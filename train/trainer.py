@@ -27,7 +27,7 @@ from data import loader
 from data.corpus import CorpusError
 from data.order import DocumentOrder
 from data.pipeline import PackedBatches, Prefetcher, eval_batches, model_inputs
-from data.span_corruption import span_counts
+from data.span_corruption import corrupted_lengths, span_counts
 from data.tokenizer import unigram_loss
 from model import accounting, build_model
 from model.transformer import TransformerConfig
@@ -316,15 +316,18 @@ def _finite_or_none(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def training_flops_per_text_token(setup: Setup, counts: dict) -> dict:
-    """Training FLOPs per token of text read, in both accountings. An encoder-decoder's count is
-    per decoder token (its targets), scaled by decoder tokens per text token."""
-    example = setup.evals[0]
-    decoder_len = example["targets"].shape[1]
-    encoder_len = example["encoder_inputs"].shape[1] if "encoder_inputs" in example else None
-    per_decoder_token = accounting.training_flops_per_token(
-        setup.model_cfg, decoder_len, counts["params_active_nonembedding"], encoder_len)
-    return {name: value * decoder_len / setup.data_cfg.seq_len for name, value in per_decoder_token.items()}
+def flops_per_text_token(model_cfg: TransformerConfig, data_cfg: loader.DataConfig,
+                         params_active_nonembedding: int) -> dict:
+    """Training FLOPs per token of text read, in every count of model/accounting.py; the trainer's
+    summaries and the sweep planner both use it. An encoder-decoder's counts are per decoder token
+    (its targets), scaled by decoder tokens per text token; span corruption fixes both lengths."""
+    encoder_len, decoder_len = None, data_cfg.seq_len
+    if model_cfg.architecture == "encoder_decoder":
+        encoder_len, decoder_len = corrupted_lengths(data_cfg.seq_len, data_cfg.noise_density,
+                                                     data_cfg.mean_noise_span_length)
+    per_decoder_token = accounting.training_flops_per_token(model_cfg, decoder_len, params_active_nonembedding,
+                                                            encoder_len)
+    return {name: value * decoder_len / data_cfg.seq_len for name, value in per_decoder_token.items()}
 
 
 class _Run:
@@ -370,7 +373,8 @@ class _Run:
         self.rollbacks = sum(row.get("event") == "rollback" for row in kept)
         self.last_eval, self.final_documents = {}, None
         counts = accounting.param_counts(self.state.params, setup.model_cfg)
-        self.counts, self.flops = counts, training_flops_per_text_token(setup, counts)
+        self.counts = counts
+        self.flops = flops_per_text_token(setup.model_cfg, setup.data_cfg, counts["params_active_nonembedding"])
         self.writer = MetricsWriter(setup.workdir)
 
     def _restore(self, skip_batches: int = 0) -> None:
