@@ -123,6 +123,7 @@ CASES = [
     ("train.main", [*TRAIN, "--gin_bindings=TransformerConfig.d_model = (32"], ["bad gin config"]),
     ("train.main", [*TRAIN, "--gin.TransformerConfig.d_model"], ["--gin.TransformerConfig.d_model"]),
     ("train.main", [*TRAIN, "--gin_file=no_such.gin"], ["no_such.gin"]),
+    ("train.main", [*TRAIN, "--gin.logical_axis_rules.preset='zero9'"], ["preset", "zero9"]),
     ("train.sweep", [], ["--workdir"]),
     ("train.sweep", ["--workdir={tmp}/sweep"], ["--gin_file"]),
     ("train.sweep", [*SWEEP_ARGS, "--workers", "-3"], ["--workers", "-3"]),

@@ -22,12 +22,15 @@ def one_device_losses(one_device_run):
     return train_losses(one_device_run)
 
 
-# Each mesh is a subprocess that compiles from scratch: data x model in the default suite, the
-# pure data-parallel and model-heavy meshes with `pytest -m slow`.
-@pytest.mark.parametrize("mesh", [(4, 2), pytest.param((8, 1), marks=pytest.mark.slow),
-                                  pytest.param((2, 4), marks=pytest.mark.slow)])
-def test_meshes_give_the_same_losses_as_one_device(tiny_corpus, one_device_losses, tmp_path, mesh):
-    bindings = tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {STEPS}", f"make_mesh.mesh_shape = {mesh}"]
+# Each mesh is a subprocess that compiles from scratch: data x model and FSDP in the default suite,
+# the pure data-parallel, model-heavy and FSDP x model meshes with `pytest -m slow`.
+@pytest.mark.parametrize("mesh, preset", [((4, 2), "data_parallel"), ((8, 1), "fsdp"),
+                                          pytest.param((8, 1), "data_parallel", marks=pytest.mark.slow),
+                                          pytest.param((2, 4), "data_parallel", marks=pytest.mark.slow),
+                                          pytest.param((4, 2), "fsdp_tensor", marks=pytest.mark.slow)])
+def test_meshes_give_the_same_losses_as_one_device(tiny_corpus, one_device_losses, tmp_path, mesh, preset):
+    bindings = tiny_corpus + TINY_MODEL + [f"TrainConfig.train_steps = {STEPS}", f"make_mesh.mesh_shape = {mesh}",
+                                           f"logical_axis_rules.preset = '{preset}'"]
     result = run_main(tmp_path / "run", bindings, devices=8)
     assert result.returncode == 0, result.stderr
     losses = train_losses(tmp_path / "run")

@@ -3,7 +3,9 @@
 Models name their axes ("batch", "embed", "heads", ...); only this file knows
 the mesh. The same model therefore runs on one CPU (a 1x1 mesh), with data
 parallelism (N x 1), tensor parallelism (1 x N) or both, by changing
-`mesh_shape` in gin.
+`mesh_shape` in gin, and with its parameters and optimizer state fully sharded
+over the data axis (FSDP) by `logical_axis_rules.preset = 'fsdp'` (or
+'fsdp_tensor', both).
 
 State is created directly sharded (the t5x / Flax lm1b recipe): trace the
 initialiser with `jax.eval_shape`, read the logical partition specs off the
@@ -26,27 +28,53 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "expert", "model")
 
 # Logical axis -> mesh axis (None: replicated). Order matters: the first rule
-# whose mesh axis is still free wins, as in flax's logical_to_mesh.
+# whose mesh axis is still free wins, as in flax's logical_to_mesh, so an axis may
+# have several rules (FSDP's "embed" takes "data" in a parameter, and stays
+# replicated in an activation whose batch already holds "data").
 #
 # Mixture of experts: the batch is split over the data and expert axes together;
 # inside an MoE layer the per-expert buffers (expert, expert_group, capacity, embed)
 # put experts on the expert axis and groups (sequences) on the data axis, so the
 # dispatch einsum becomes an all-to-all over the expert axis.
-LOGICAL_AXIS_RULES = (
+_ALWAYS = (
     ("batch", ("data", "expert")),
-    ("vocab", "model"),
-    ("mlp", "model"),
-    ("heads", "model"),
-    ("kv_heads", "model"),
     ("expert", "expert"),
     ("expert_group", "data"),
     ("router_experts", None),
     ("capacity", None),
-    ("embed", None),
     ("head_dim", None),
     ("length", None),
     ("position_bucket", None),
 )
+# Tensor parallelism (Megatron): attention heads, MLP width and vocabulary over `model`.
+_TENSOR = (("vocab", "model"), ("mlp", "model"), ("heads", "model"), ("kv_heads", "model"))
+_UNSPLIT = (("vocab", None), ("mlp", None), ("heads", None), ("kv_heads", None))
+# Fully sharded data parallelism (ZeRO-3): every parameter, and so its optimizer moments, split
+# along its embedding dimension over `data`; XLA gathers each layer's weights where it is used.
+_FSDP = (("embed", "data"), ("embed", None))
+_REPLICATED = (("embed", None),)
+
+RULE_PRESETS = {
+    # Parameters whole on every data-parallel replica (split over `model` where the mesh has one).
+    "data_parallel": _ALWAYS + _TENSOR + _REPLICATED,
+    "fsdp": _ALWAYS + _UNSPLIT + _FSDP,
+    "fsdp_tensor": _ALWAYS + _TENSOR + _FSDP,
+}
+
+
+@gin.configurable
+def logical_axis_rules(preset: str = "data_parallel", overrides: tuple = ()) -> tuple:
+    """The rules in use: a preset of RULE_PRESETS, with `overrides` ((logical, mesh axis or None), ...)
+    taking precedence, e.g. logical_axis_rules.overrides = (('vocab', None),)."""
+    if preset not in RULE_PRESETS:
+        raise ValueError(f"logical_axis_rules.preset {preset!r} is not one of {sorted(RULE_PRESETS)}")
+    for rule in overrides:
+        if len(rule) != 2 or not isinstance(rule[0], str):
+            raise ValueError(f"logical_axis_rules.overrides entry {rule!r} is not (logical name, mesh axis)")
+        axes = rule[1] if isinstance(rule[1], tuple) else (rule[1],)
+        if any(axis is not None and axis not in MESH_AXES for axis in axes):
+            raise ValueError(f"logical_axis_rules.overrides entry {rule!r} names a mesh axis not in {MESH_AXES}")
+    return tuple(overrides) + RULE_PRESETS[preset]
 
 
 def maybe_initialize_distributed() -> None:
@@ -107,7 +135,7 @@ def _fit_spec(spec: PartitionSpec, shape: tuple, mesh: Mesh) -> PartitionSpec:
     return PartitionSpec(*fitted)
 
 
-def logical_shardings(abstract_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+def logical_shardings(abstract_tree, mesh: Mesh, rules: tuple):
     """NamedShardings for a tree of abstract values, some boxed with logical names.
 
     Leaves without names (step counters, RNG keys) are replicated.

@@ -218,6 +218,7 @@ class Setup:
     schedule: optax.Schedule
     optimizer: optax.GradientTransformation
     mesh: jax.sharding.Mesh
+    rules: tuple  # logical axis -> mesh axis (train/partitioning.py)
     data: loader.Data
     evals: list  # the held-out batches, built once
     order: Optional[DocumentOrder]  # the train documents' order per epoch; None: a seeded permutation
@@ -261,6 +262,7 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     schedule = lr_schedule(total_steps)
     optimizer = make_optimizer(schedule)
     mesh = partitioning.make_mesh()
+    rules = partitioning.logical_axis_rules()
     if data_cfg.batch_size % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
         raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by the mesh's data axis "
                          f"{dict(mesh.shape)}")
@@ -289,8 +291,8 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     elif data_cfg.mixture:
         raise ValueError("DataConfig.mixture needs a corpus whose documents name their source")
     claim_workdir(workdir, config)  # only now, when every check has passed
-    return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, data, evals,
-                 order)
+    return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, rules, data,
+                 evals, order)
 
 
 def run(workdir: str, start_over: bool = False, **train_options) -> dict:
@@ -304,7 +306,7 @@ def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dic
     progress: show a progress bar. stop_after_steps: stop there, checkpointed, as if interrupted.
     Neither changes what is computed, so neither is part of the gin config."""
     with workdir_lock(setup.workdir), Preemption() as preemption, setup.mesh, \
-            nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+            nn.logical_axis_rules(setup.rules):
         finished = read_summary(setup.workdir)  # read under the lock: another process may just have finished it
         if finished is not None:
             print(f"{setup.workdir} holds a finished run: its summary.json is kept as it is", file=sys.stderr)
@@ -343,7 +345,8 @@ class _Run:
         example = {k: jnp.asarray(v[:1]) for k, v in model_inputs(setup.evals[0]).items()}
         init = partial(create_state, model=self.model, optimizer=setup.optimizer, example_batch=example)
         rng = jax.random.PRNGKey(train_cfg.seed)
-        state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), self.mesh)
+        state_shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), self.mesh,
+                                                         setup.rules)
         self.fresh_state = lambda: jax.jit(partial(init, unbox=True), out_shardings=state_shardings)(rng)
         self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                            jax.eval_shape(partial(init, unbox=True), rng), state_shardings)
