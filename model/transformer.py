@@ -67,6 +67,9 @@ class TransformerConfig:
     attention_mask: str = "causal"
     dtype: str = "float32"
     remat: bool = False  # recompute each block's activations in the backward pass
+    # Stack the layers' parameters and run them under one nn.scan (MaxText, t5x): XLA compiles one
+    # layer (one group of moe_every layers for a mixture of experts) instead of each of them.
+    scan_layers: bool = False
     rope_base: float = 10_000.0
     init_std: float = 0.02
     # Mixture of experts: the MLP of every moe_every-th layer becomes num_experts MLPs (0: none).
@@ -118,6 +121,11 @@ class TransformerConfig:
         for name in ("moe_aux_loss_weight", "moe_router_z_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TransformerConfig.{name} must be non-negative, got {getattr(self, name)}")
+        if self.scan_layers:
+            for stack, depth in (("n_layers", self.n_layers), ("encoder layers", self.encoder_layers)):
+                if depth % self.scan_period:
+                    raise ValueError(f"scan_layers: {stack} = {depth} is not a multiple of moe_every = "
+                                     f"{self.moe_every}, the period of the layers' pattern")
 
     @property
     def head_dim(self) -> int:
@@ -143,6 +151,11 @@ class TransformerConfig:
     def is_moe_layer(self, index: int) -> bool:
         """Layers moe_every - 1, 2 moe_every - 1, ... of each stack: with 2, every other layer (Switch, GShard)."""
         return self.moe_every > 0 and (index + 1) % self.moe_every == 0
+
+    @property
+    def scan_period(self) -> int:
+        """Layers in one repetition of the stack's pattern: what scan_layers scans over."""
+        return self.moe_every or 1
 
 
 def dense(cfg: TransformerConfig, features, axes: tuple, name: str, contract=-1, std=None):
@@ -439,6 +452,46 @@ def output_logits(cfg: TransformerConfig, embed: nn.Embed, x):
     return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
+class LayerGroup(nn.Module):
+    """One period of a stack's layers (one layer; moe_every layers, the last a mixture, with MoE), as a
+    scan body: (hidden states, None) -> (hidden states, None)."""
+    cfg: TransformerConfig
+    depth: int
+    alpha: float
+    beta: float
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x, mask, bias, context, context_mask):
+        cfg = self.cfg
+        for i in range(cfg.scan_period):
+            x = Block(cfg, depth=self.depth, moe=cfg.is_moe_layer(i), alpha=self.alpha, beta=self.beta,
+                      name=f"layer_{i}")(x, mask, bias, self.deterministic, context, context_mask)
+        return x, None
+
+
+class ScannedLayers(nn.Module):
+    """A stack's layers under nn.scan: each parameter gains a leading "layers" axis of n_layers /
+    scan_period, and what the layers sow (MoE losses, expert load) is stacked along it too."""
+    cfg: TransformerConfig
+    n_layers: int
+    alpha: float
+    beta: float
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x, mask, bias, context, context_mask):
+        cfg = self.cfg
+        body = nn.remat(LayerGroup, prevent_cse=False) if cfg.remat else LayerGroup
+        scan = nn.scan(body, variable_axes={"params": 0, "intermediates": 0},
+                       split_rngs={"params": True, "dropout": True},
+                       in_axes=(nn.broadcast,) * 4, length=self.n_layers // cfg.scan_period,
+                       metadata_params={nn.PARTITION_NAME: "layers"})
+        x, _ = scan(cfg, self.n_layers, self.alpha, self.beta, self.deterministic, name="scan")(
+            x, mask, bias, context, context_mask)
+        return x
+
+
 class Stack(nn.Module):
     """Embedded tokens -> hidden states: positions, the optional embedding norm, the blocks, the final norm.
 
@@ -477,11 +530,15 @@ class Stack(nn.Module):
             bias = RelativePositionBias(cfg, bidirectional, name="relative_position_bias")(length)
             bias = bias.astype(cfg.compute_dtype)
         alpha, beta = deepnorm_constants(cfg, self.encoder)
-        block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
-        for i in range(self.n_layers):
-            layer = block(cfg, depth=self.n_layers, moe=cfg.is_moe_layer(i), alpha=alpha, beta=beta,
-                          name=f"layer_{i}")
-            x = layer(x, mask, bias, deterministic, context, context_mask)
+        if cfg.scan_layers:
+            x = ScannedLayers(cfg, self.n_layers, alpha, beta, deterministic, name="layers")(
+                x, mask, bias, context, context_mask)
+        else:
+            block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
+            for i in range(self.n_layers):
+                layer = block(cfg, depth=self.n_layers, moe=cfg.is_moe_layer(i), alpha=alpha, beta=beta,
+                              name=f"layer_{i}")
+                x = layer(x, mask, bias, deterministic, context, context_mask)
         if cfg.norm_position in ("pre", "sandwich"):  # post-norm blocks already end in a norm
             x = Norm(cfg, name="final_norm")(x)
         return x

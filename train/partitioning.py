@@ -45,6 +45,7 @@ _ALWAYS = (
     ("head_dim", None),
     ("length", None),
     ("position_bucket", None),
+    ("layers", None),  # scan_layers' stacked dimension: each device holds every layer's slice
 )
 # Tensor parallelism (Megatron): attention heads, MLP width and vocabulary over `model`.
 _TENSOR = (("vocab", "model"), ("mlp", "model"), ("heads", "model"), ("kv_heads", "model"))

@@ -110,7 +110,8 @@ def loss_sums(params, batch, rng, model: nn.Module, z_loss: float, train: bool):
     sown = {"/".join(str(getattr(k, "key", k)) for k in path): jnp.mean(jnp.stack(value), axis=0)
             for path, value in jax.tree_util.tree_flatten_with_path(
                 variables.get("intermediates", {}), is_leaf=lambda x: isinstance(x, tuple))[0]}
-    aux_loss = sum((v for k, v in sown.items() if k.endswith("_loss")), jnp.float32(0.0))
+    # Summed: under scan_layers a sown loss is one value per scanned group of layers.
+    aux_loss = sum((v.sum() for k, v in sown.items() if k.endswith("_loss")), jnp.float32(0.0))
     total = nll_sum + z_loss * (log_z ** 2 * w).sum() + aux_loss * w.sum()
     return total, (nll_sum, w.sum(), sown)
 
