@@ -1,4 +1,4 @@
-"""Installs the packages model, data, train and scaling, and cli, the command line they share.
+"""Installs the packages model, data, train, scaling and evaluation, and cli, the command line they share.
 
 jax is installed for the CPU by default; the extras pick accelerator builds:
   pip install -e .[gpu]   # CUDA 12 wheels
@@ -12,7 +12,7 @@ setup(
     description="JAX/Flax transformer language models for scaling-law research",
     python_requires=">=3.10",
     packages=find_packages(include=["model", "model.*", "data", "data.*", "train", "train.*",
-                                    "scaling", "scaling.*", "cli"]),
+                                    "scaling", "scaling.*", "evaluation", "evaluation.*", "cli"]),
     include_package_data=True,
     package_data={"scaling": ["reference_data/*.csv", "reference_data/README.md"]},
     install_requires=[

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from model.transformer import Stack, TransformerConfig, attention_mask, output_logits, token_embedding
+from model.transformer import Positions, Stack, TransformerConfig, attention_mask, output_logits, token_embedding
 
 
 class EncoderDecoder(nn.Module):
@@ -34,5 +34,5 @@ class EncoderDecoder(nn.Module):
             embed(batch["encoder_inputs"]), key_mask, deterministic)
         tokens = batch["inputs"]
         x = Stack(cfg, cfg.n_layers, name="decoder")(
-            embed(tokens), attention_mask(cfg, tokens.shape[1]), deterministic, encoded, key_mask)
+            embed(tokens), attention_mask(cfg, Positions.of(tokens.shape[1])), deterministic, encoded, key_mask)
         return output_logits(cfg, embed, x)

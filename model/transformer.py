@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import gin
@@ -196,31 +196,47 @@ def sinusoidal_positions(length: int, dim: int):
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)[:, :dim]
 
 
-def apply_rope(x, base: float):
-    """Rotary embeddings (Su et al. 2021) on x of shape (batch, length, heads, head_dim)."""
+class Positions(NamedTuple):
+    """Where the tokens of a call sit. query: (batch or 1, length) position of each token; key:
+    (batch or 1, keys) position of each key it may attend to (the same tokens in training, the
+    cache's slots when decoding); cache_index: None, or where this call's keys go in the KV cache."""
+    query: jax.Array
+    key: jax.Array
+    cache_index: Optional[jax.Array] = None
+
+    @classmethod
+    def of(cls, length: int) -> "Positions":
+        """A whole sequence at once, as in training: positions 0 .. length - 1."""
+        positions = jnp.arange(length)[None]
+        return cls(positions, positions)
+
+
+def apply_rope(x, base: float, positions):
+    """Rotary embeddings (Su et al. 2021) on x (batch, length, heads, head_dim) at positions (batch or 1, length)."""
     half = x.shape[-1] // 2
     inv_freq = 1.0 / base ** (jnp.arange(half, dtype=jnp.float32) / half)
-    angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * inv_freq[None, :]
-    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def alibi_bias(n_heads: int, length: int):
-    """ALiBi (Press et al. 2022): a per-head penalty linear in distance, slopes 2^(-8h/n)."""
+def alibi_bias(n_heads: int, where: Positions):
+    """ALiBi (Press et al. 2022): a per-head penalty linear in distance, slopes 2^(-8h/n); (batch, heads, query, key)."""
     slopes = 2.0 ** (-8.0 * jnp.arange(1, n_heads + 1) / n_heads)
-    distance = jnp.abs(jnp.arange(length)[:, None] - jnp.arange(length)[None, :])
-    return -slopes[None, :, None, None] * distance[None, None, :, :]
+    distance = jnp.abs(where.query[:, :, None] - where.key[:, None, :])
+    return -slopes[None, :, None, None] * distance[:, None, :, :]
 
 
-def relative_position_buckets(length: int, bidirectional: bool, num_buckets: int, max_distance: int):
-    """T5's buckets (Raffel et al. 2020) of the distance from each query to each key, (query, key) int32.
+def relative_position_buckets(query, key, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's buckets (Raffel et al. 2020) of the distance from each query position to each key position,
+    (..., query, key) int32.
 
     Half the buckets hold exact distances 0, 1, ..., the rest log-spaced distances up to
     max_distance, beyond which all share the last bucket. A causal model only needs
     distances to earlier keys; a bidirectional one splits the buckets between the two sides.
     """
-    distance = jnp.arange(length)[:, None] - jnp.arange(length)[None, :]  # > 0: the key is earlier
+    distance = query[..., :, None] - key[..., None, :]  # > 0: the key is earlier
     offset = 0
     if bidirectional:
         num_buckets //= 2
@@ -240,23 +256,25 @@ class RelativePositionBias(nn.Module):
     bidirectional: bool
 
     @nn.compact
-    def __call__(self, length: int):
+    def __call__(self, where: Positions):
         cfg = self.cfg
         table = self.param("embedding", nn.with_logical_partitioning(
             nn.initializers.normal(cfg.init_std), ("position_bucket", "heads")), (cfg.t5_bias_buckets, cfg.n_heads))
-        buckets = relative_position_buckets(length, self.bidirectional, cfg.t5_bias_buckets, cfg.t5_bias_max_distance)
-        return table[buckets].transpose(2, 0, 1)[None]  # (1, heads, query, key)
+        buckets = relative_position_buckets(where.query, where.key, self.bidirectional, cfg.t5_bias_buckets,
+                                            cfg.t5_bias_max_distance)
+        return table[buckets].transpose(0, 3, 1, 2)  # (batch, heads, query, key)
 
 
-def attention_mask(cfg: TransformerConfig, length: int, prefix_len=None):
-    """Boolean (batch or 1, 1, query, key) mask: causal, plus full attention inside the prefix."""
-    query, key = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
-    allowed = (key <= query)[None, None]
+def attention_mask(cfg: TransformerConfig, where: Positions, prefix_len=None):
+    """Boolean (batch or 1, 1, query, key) mask: causal, plus full attention inside the prefix. Keys at
+    negative positions (left padding of a shorter prompt) are hidden."""
+    query, key = where.query[:, :, None], where.key[:, None, :]
+    allowed = key <= query
     if cfg.attention_mask == "prefix":
         if prefix_len is None:
             raise ValueError("attention_mask='prefix' needs prefix_len")
-        allowed = allowed | (key[None, None] < prefix_len[:, None, None, None])
-    return allowed
+        allowed = allowed | (key < prefix_len[:, None, None])
+    return (allowed & (key >= 0))[:, None]
 
 
 # --- sublayers ---------------------------------------------------------------
@@ -272,7 +290,7 @@ class Attention(nn.Module):
     out_std: float
 
     @nn.compact
-    def __call__(self, x, mask, bias, context=None):
+    def __call__(self, x, mask, bias, where: Optional[Positions] = None, context=None):
         cfg = self.cfg
         source = x if context is None else context
         q = dense(cfg, (cfg.n_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "query")(x)
@@ -280,7 +298,9 @@ class Attention(nn.Module):
         v = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "value",
                   std=self.inner_std)(source)
         if cfg.position == "rope" and context is None:  # encoder and decoder positions are not comparable
-            q, k = apply_rope(q, cfg.rope_base), apply_rope(k, cfg.rope_base)
+            q, k = apply_rope(q, cfg.rope_base, where.query), apply_rope(k, cfg.rope_base, where.query)
+        if context is None and where.cache_index is not None:
+            k, v = self.cached(k, v, where.cache_index)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
         # Grouped-query attention is native here: n_heads must be a multiple of kv heads.
@@ -288,6 +308,16 @@ class Attention(nn.Module):
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "out", contract=(-2, -1),
                      std=self.out_std)(out)
+
+    def cached(self, k, v, index):
+        """Incremental decoding: this call's keys and values go into the cache from slot `index` on,
+        and attention reads every slot (the mask hides those not yet written)."""
+        shape = (k.shape[0], self.cfg.max_len, *k.shape[2:])
+        keys = self.variable("cache", "keys", jnp.zeros, shape, k.dtype)
+        values = self.variable("cache", "values", jnp.zeros, shape, v.dtype)
+        keys.value = jax.lax.dynamic_update_slice(keys.value, k, (0, index, 0, 0))
+        values.value = jax.lax.dynamic_update_slice(values.value, v, (0, index, 0, 0))
+        return keys.value, values.value
 
 
 def mlp_activation(cfg: TransformerConfig, h, gate):
@@ -411,14 +441,15 @@ class Block(nn.Module):
     beta: float = 1.0
 
     @nn.compact
-    def __call__(self, x, mask, bias, deterministic: bool, context=None, context_mask=None):
+    def __call__(self, x, mask, bias, deterministic: bool, context=None, context_mask=None, where=None):
         cfg = self.cfg
         inner_std = cfg.init_std * self.beta
         out_std = inner_std if cfg.norm_position == "deepnorm" else cfg.init_std / math.sqrt(2 * self.depth)
         branch = dict(cfg=cfg, inner_std=inner_std, out_std=out_std)
-        sublayers = [lambda h: Attention(**branch, name="attention")(h, mask, bias)]
+        sublayers = [lambda h: Attention(**branch, name="attention")(h, mask, bias, where)]
         if context is not None:
-            sublayers.append(lambda h: Attention(**branch, name="cross_attention")(h, context_mask, None, context))
+            sublayers.append(lambda h: Attention(**branch, name="cross_attention")(h, context_mask, None,
+                                                                                   context=context))
         if self.moe:
             sublayers.append(lambda h: MoeMlp(**branch, name="moe")(h, deterministic))
         else:
@@ -462,11 +493,11 @@ class LayerGroup(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x, mask, bias, context, context_mask):
+    def __call__(self, x, mask, bias, context, context_mask, where):
         cfg = self.cfg
         for i in range(cfg.scan_period):
             x = Block(cfg, depth=self.depth, moe=cfg.is_moe_layer(i), alpha=self.alpha, beta=self.beta,
-                      name=f"layer_{i}")(x, mask, bias, self.deterministic, context, context_mask)
+                      name=f"layer_{i}")(x, mask, bias, self.deterministic, context, context_mask, where)
         return x, None
 
 
@@ -480,15 +511,15 @@ class ScannedLayers(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x, mask, bias, context, context_mask):
+    def __call__(self, x, mask, bias, context, context_mask, where):
         cfg = self.cfg
         body = nn.remat(LayerGroup, prevent_cse=False) if cfg.remat else LayerGroup
-        scan = nn.scan(body, variable_axes={"params": 0, "intermediates": 0},
+        scan = nn.scan(body, variable_axes={"params": 0, "intermediates": 0, "cache": 0},
                        split_rngs={"params": True, "dropout": True},
-                       in_axes=(nn.broadcast,) * 4, length=self.n_layers // cfg.scan_period,
+                       in_axes=(nn.broadcast,) * 5, length=self.n_layers // cfg.scan_period,
                        metadata_params={nn.PARTITION_NAME: "layers"})
         x, _ = scan(cfg, self.n_layers, self.alpha, self.beta, self.deterministic, name="scan")(
-            x, mask, bias, context, context_mask)
+            x, mask, bias, context, context_mask, where)
         return x
 
 
@@ -504,17 +535,19 @@ class Stack(nn.Module):
     encoder: bool = False
 
     @nn.compact
-    def __call__(self, x, mask, deterministic: bool, context=None, context_mask=None):
+    def __call__(self, x, mask, deterministic: bool, context=None, context_mask=None, where=None):
         cfg = self.cfg
         length = x.shape[1]
         if length > cfg.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {cfg.max_len}")
+        where = Positions.of(length) if where is None else where
+        tokens_at = jnp.maximum(where.query, 0)  # a left-padded row's padding reads position 0 (it is masked)
         if cfg.position == "learned":
             table = self.param("position_embed", nn.with_logical_partitioning(
                 nn.initializers.normal(cfg.init_std), ("length", "embed")), (cfg.max_len, cfg.d_model))
-            x = x + table[None, :length].astype(x.dtype)
+            x = x + table[tokens_at].astype(x.dtype)
         elif cfg.position == "sinusoidal":
-            x = x + sinusoidal_positions(length, cfg.d_model)[None].astype(x.dtype)
+            x = x + sinusoidal_positions(cfg.max_len, cfg.d_model)[tokens_at].astype(x.dtype)
         if cfg.embed_grad_shrink < 1.0:  # GLM-130B: the forward value is unchanged, the gradient shrunk
             x = cfg.embed_grad_shrink * x + (1.0 - cfg.embed_grad_shrink) * jax.lax.stop_gradient(x)
         if cfg.embed_norm:
@@ -524,21 +557,21 @@ class Stack(nn.Module):
 
         bias = None
         if cfg.position == "alibi":
-            bias = alibi_bias(cfg.n_heads, length).astype(cfg.compute_dtype)
+            bias = alibi_bias(cfg.n_heads, where).astype(cfg.compute_dtype)
         elif cfg.position == "t5_bias":
             bidirectional = self.encoder or cfg.attention_mask == "prefix"
-            bias = RelativePositionBias(cfg, bidirectional, name="relative_position_bias")(length)
+            bias = RelativePositionBias(cfg, bidirectional, name="relative_position_bias")(where)
             bias = bias.astype(cfg.compute_dtype)
         alpha, beta = deepnorm_constants(cfg, self.encoder)
         if cfg.scan_layers:
             x = ScannedLayers(cfg, self.n_layers, alpha, beta, deterministic, name="layers")(
-                x, mask, bias, context, context_mask)
+                x, mask, bias, context, context_mask, where)
         else:
             block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
             for i in range(self.n_layers):
                 layer = block(cfg, depth=self.n_layers, moe=cfg.is_moe_layer(i), alpha=alpha, beta=beta,
                               name=f"layer_{i}")
-                x = layer(x, mask, bias, deterministic, context, context_mask)
+                x = layer(x, mask, bias, deterministic, context, context_mask, where)
         if cfg.norm_position in ("pre", "sandwich"):  # post-norm blocks already end in a norm
             x = Norm(cfg, name="final_norm")(x)
         return x
@@ -549,14 +582,26 @@ class Transformer(nn.Module):
 
     batch["prefix_len"] (batch,) marks, for attention_mask='prefix', how many
     leading tokens of each row attend to each other bidirectionally.
+
+    decode=True runs incrementally on a KV cache (the "cache" collection, max_len slots; see
+    evaluation/generate.py): each call's tokens follow those of the calls before. Rows of
+    different lengths are left-padded: batch["start"] (batch,) is the first real slot of each row,
+    whose tokens then sit at positions 0, 1, ... and never see the padding.
     """
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, batch: dict, deterministic: bool = True):
+    def __call__(self, batch: dict, deterministic: bool = True, decode: bool = False):
         cfg = self.cfg
         tokens = batch["inputs"]
         embed = token_embedding(cfg)
-        mask = attention_mask(cfg, tokens.shape[1], batch.get("prefix_len"))
-        x = Stack(cfg, cfg.n_layers, name="decoder")(embed(tokens), mask, deterministic)
+        where = Positions.of(tokens.shape[1])
+        if decode:
+            filled = self.variable("cache", "filled", lambda: jnp.zeros((), jnp.int32))
+            start = batch.get("start", jnp.zeros(tokens.shape[0], jnp.int32))[:, None]
+            slots = jnp.arange(cfg.max_len)[None]
+            where = Positions(filled.value + jnp.arange(tokens.shape[1])[None] - start, slots - start, filled.value)
+            filled.value = filled.value + tokens.shape[1]
+        mask = attention_mask(cfg, where, batch.get("prefix_len"))
+        x = Stack(cfg, cfg.n_layers, name="decoder")(embed(tokens), mask, deterministic, where=where)
         return output_logits(cfg, embed, x)

@@ -31,7 +31,7 @@ from scaling import laws
 from scaling.bootstrap import bootstrap_counts
 from scaling.identification import diagnose
 from scaling.inputs import canonical_order, positive_arrays
-from scaling.optimize import evaluate, log_huber_objective, minimize_multistart, single_threaded
+from scaling.optimize import log_huber_objective, minimize_multistart, single_threaded
 from scaling.projection import Parametrisation, best_local_minima, log_huber, nnls, polish_best
 from scaling.result import FitResult
 

@@ -25,7 +25,6 @@ Compute-optimal allocation, two derivations, both reported:
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -54,13 +54,13 @@ def test_deepnorm_constants_follow_deepnet():
 
 
 def test_t5_buckets_are_exact_near_and_logarithmic_far():
-    causal = np.asarray(relative_position_buckets(300, bidirectional=False, num_buckets=32, max_distance=128))
+    causal = np.asarray(relative_position_buckets(np.arange(300), np.arange(300), bidirectional=False, num_buckets=32, max_distance=128))
     assert list(causal[20, 20 - np.arange(17)]) == list(range(17))  # distances 0..16: exact up to 15
     assert causal[0, 5] == 0  # a later key, which a causal model never sees, shares bucket 0
     assert causal[299, 299 - 128] == causal[299, 0] == 31  # max_distance and beyond: the last bucket
     # beyond: 16 + floor(16 log(d / 16) / log(128 / 16))
     assert list(causal[299, 299 - np.array([16, 32, 64, 100])]) == [16, 21, 26, 30]
-    both = np.asarray(relative_position_buckets(300, bidirectional=True, num_buckets=32, max_distance=128))
+    both = np.asarray(relative_position_buckets(np.arange(300), np.arange(300), bidirectional=True, num_buckets=32, max_distance=128))
     assert both[20, 17] == 3 and both[17, 20] == 16 + 3  # earlier and later keys get their own halves
     assert both[0, 299] == 31 and both[299, 0] == 15
 

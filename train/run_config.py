@@ -35,12 +35,13 @@ def _recorded_config(workdir: str) -> str | None:
         return f.read()
 
 
-def check_workdir_config(workdir: str, config: str, start_over: bool) -> None:
+def check_workdir_config(workdir: str, config: str | None, start_over: bool) -> None:
     """Raises WorkdirConfigMismatch unless the workdir is new, empty, holds this config, or may be
-    replaced (start_over). Writes nothing: see claim_workdir."""
+    replaced (start_over). config None: only what needs no config (a directory without config.gin).
+    Writes nothing: see claim_workdir."""
     previous = _recorded_config(workdir)
     if previous is not None:
-        if previous == config:
+        if config is None or previous == config:
             return
         if not start_over:
             raise WorkdirConfigMismatch(

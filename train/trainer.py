@@ -267,9 +267,11 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     if data_cfg.batch_size % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
         raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by the mesh's data axis "
                          f"{dict(mesh.shape)}")
-    config = gin.operative_config_str()
-    check_workdir_config(workdir, config, start_over)  # early: before the corpus is built
+    check_workdir_config(workdir, None, start_over)  # early: before the corpus is built
     data = loader.load(data_cfg)
+    # After the corpus is opened, so that its bindings (sources, sizes, cleaning) are recorded too.
+    config = gin.operative_config_str()
+    check_workdir_config(workdir, config, start_over)
     objective = objective_options(model_cfg, data_cfg, data.tokenizer.vocab_size)
     if objective["objective"] == "span_corruption":
         spans = span_counts(data_cfg.seq_len, data_cfg.noise_density, data_cfg.mean_noise_span_length)[1]

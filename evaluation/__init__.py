@@ -1,0 +1,1 @@
+"""Beyond loss: generation from trained models (generate.py)."""
