@@ -1,1 +1,1 @@
-"""Beyond loss: generation from trained models (generate.py)."""
+"""Beyond loss: generation with a KV cache (generate.py) and few-shot tasks scored by log-likelihood (tasks.py)."""

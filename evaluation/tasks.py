@@ -1,0 +1,216 @@
+"""Few-shot tasks scored by log-likelihood, in lm-evaluation-harness's conventions.
+
+    python -m evaluation.tasks --workdir=DIR --task=arithmetic_mc [--shots=3] [--items=200] [--seed=0]
+    python -m evaluation.tasks --workdir=DIR --task_file=TASK.jsonl [--shots=0]
+
+A task is JSONL, one item per line:
+- multiple choice: {"context": str, "choices": [str, ...], "gold": int}
+- generation: {"context": str, "target": str, "stop": [str, ...]}
+
+Multiple-choice items are scored by the log-likelihood of each choice after its context (the
+context tokens, then the choice's, encoded apart): `acc` picks the highest summed log-likelihood,
+`acc_norm` the highest per byte of the choice (lm-eval's normalisation), `acc_per_token` the highest
+per token; `bpb` is the gold answer's bits per byte. Generation items are decoded greedily (with the
+KV cache) up to a stop string and scored by exact match of the stripped text. Every score comes with
+its standard error over items and with chance: the mean of 1 / choices (0 for exact match).
+
+k-shot prompts put k other items of the task (drawn with the seed, never the item itself) before
+each, with their answers, separated by blank lines. Built-in tasks are made here, deterministically
+from their seed: `arithmetic` (generation) and `arithmetic_mc` (four choices), 2- to 5-digit
+addition and subtraction, the probe of emergence in GPT-3 (Brown et al. 2020, sec. 3.9.1).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cli
+
+
+# --- the task format -------------------------------------------------------------
+
+def check_item(item, where: str) -> dict:
+    """An item of either kind, checked; ValueError naming `where` otherwise."""
+    if not isinstance(item, dict) or not isinstance(item.get("context"), str):
+        raise ValueError(f"{where}: an item needs a 'context' string")
+    if "choices" in item:
+        choices, gold = item["choices"], item.get("gold")
+        if (not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices)
+                or not isinstance(gold, int) or not 0 <= gold < len(choices)):
+            raise ValueError(f"{where}: a multiple-choice item needs 2 or more non-empty 'choices' and a 'gold' index")
+    elif not isinstance(item.get("target"), str) or not all(isinstance(s, str) for s in item.get("stop", [])):
+        raise ValueError(f"{where}: an item needs 'choices' and 'gold', or a 'target' string (and 'stop' strings)")
+    return item
+
+
+def read_task(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+    except OSError as error:
+        raise cli.InputError(f"cannot read task file {path}: {error.strerror}") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        try:
+            items.append(check_item(json.loads(line), f"{path}:{number}"))
+        except json.JSONDecodeError:
+            raise cli.InputError(f"{path}:{number} is not JSON") from None
+    if not items:
+        raise cli.InputError(f"{path} holds no items")
+    if len({"choices" in item for item in items}) > 1:
+        raise cli.InputError(f"{path} mixes multiple-choice and generation items")
+    return items
+
+
+def answer(item: dict) -> str:
+    return item["choices"][item["gold"]] if "choices" in item else item["target"]
+
+
+def with_shots(items: list[dict], shots: int, seed: int) -> list[dict]:
+    """Each item with `shots` others (seeded draws, never itself) and their answers before its context."""
+    if shots and shots >= len(items):
+        raise ValueError(f"{shots} shots need more than {len(items)} items")
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, item in enumerate(items):
+        others = [j for j in range(len(items)) if j != i]
+        exemplars = [items[j] for j in rng.choice(others, shots, replace=False)] if shots else []
+        prompt = "".join(f"{e['context']}{answer(e)}\n\n" for e in exemplars)
+        out.append({**item, "context": prompt + item["context"]})
+    return out
+
+
+# --- a built-in task ---------------------------------------------------------------
+
+def arithmetic(n_items: int, seed: int, multiple_choice: bool) -> list[dict]:
+    """Addition and subtraction of 2- to 5-digit numbers, the digits drawn per item."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n_items):
+        digits = int(rng.integers(2, 6))
+        a, b = (int(rng.integers(10 ** (digits - 1), 10 ** digits)) for _ in range(2))
+        plus = bool(rng.integers(2))
+        result = a + b if plus else a - b
+        item = {"context": f"Q: What is {a} {'plus' if plus else 'minus'} {b}?\nA:", "digits": digits}
+        if multiple_choice:
+            wrong = sorted({result + d for d in (-10, -1, 1, 10, 100)} - {result})
+            choices = [result, *[wrong[k] for k in rng.choice(len(wrong), 3, replace=False)]]
+            order = rng.permutation(4)
+            item.update(choices=[f" {choices[k]}" for k in order], gold=int(np.argmin(order)))
+        else:
+            item.update(target=f" {result}", stop=["\n"])
+        items.append(item)
+    return items
+
+
+TASKS = {"arithmetic": lambda n, seed: arithmetic(n, seed, False),
+         "arithmetic_mc": lambda n, seed: arithmetic(n, seed, True)}
+
+
+# --- scoring --------------------------------------------------------------------------
+
+def continuation_logprobs(model, params, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list:
+    """(summed log-likelihood, tokens) of each continuation after its context, in nats.
+
+    A sequence is EOS (where documents start in training), the context's tokens, then the
+    continuation's, kept to the model's max_len by cutting the context from the left."""
+    max_len = model.cfg.max_len
+    rows = []
+    for context, continuation in pairs:
+        ctx, cont = (tokenizer.encode([text])[0] for text in (context, continuation))
+        if not cont:
+            raise ValueError(f"the continuation {continuation!r} has no tokens")
+        if len(cont) >= max_len:
+            raise ValueError(f"a continuation of {len(cont)} tokens does not fit max_len {max_len}")
+        sequence = ([tokenizer.eos_id] + ctx + cont)[-(max_len + 1):]
+        rows.append((sequence, len(cont)))
+    forward = jax.jit(lambda p, inputs: jax.nn.log_softmax(model.apply({"params": p}, {"inputs": inputs}), -1))
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(sequence) for sequence, _ in chunk) - 1
+        inputs = np.zeros((len(chunk), width), np.int32)  # right-padded: causal, so padding is never seen
+        for r, (sequence, _) in enumerate(chunk):
+            inputs[r, :len(sequence) - 1] = sequence[:-1]
+        logprobs = np.asarray(forward(params, jnp.asarray(inputs)))
+        for r, (sequence, n) in enumerate(chunk):
+            targets = np.asarray(sequence[1:])
+            positions = np.arange(len(targets) - n, len(targets))
+            out.append((float(logprobs[r, positions, targets[positions]].sum()), n))
+    return out
+
+
+def _mean_and_se(values) -> dict:
+    values = np.asarray(values, float)
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    return {"mean": float(values.mean()), "se": se}
+
+
+def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16) -> dict:
+    """The task's scores over its items (see the module's docstring), with chance."""
+    if "choices" in items[0]:
+        pairs = [(item["context"], choice) for item in items for choice in item["choices"]]
+        scored = iter(continuation_logprobs(model, params, tokenizer, pairs))
+        acc, acc_norm, acc_token, bits, chance = [], [], [], [], []
+        for item in items:
+            logprob, tokens = zip(*[next(scored) for _ in item["choices"]])
+            logprob, tokens = np.array(logprob), np.array(tokens)
+            size = np.array([len(c.encode()) for c in item["choices"]])
+            gold = item["gold"]
+            acc.append(np.argmax(logprob) == gold)
+            acc_norm.append(np.argmax(logprob / size) == gold)
+            acc_token.append(np.argmax(logprob / tokens) == gold)
+            bits.append(-logprob[gold] / math.log(2) / size[gold])
+            chance.append(1 / len(item["choices"]))
+        return {"items": len(items), "acc": _mean_and_se(acc), "acc_norm": _mean_and_se(acc_norm),
+                "acc_per_token": _mean_and_se(acc_token), "bpb": _mean_and_se(bits), "chance": float(np.mean(chance))}
+    from evaluation.generate import generate
+    prompts = [[tokenizer.eos_id] + tokenizer.encode([item["context"]])[0] for item in items]
+    matches = []
+    for item, prompt in zip(items, prompts):  # one at a time: the stop strings are per item
+        def stop(row, tokens, stops=item.get("stop", [])):
+            return any(s in tokenizer.decode(tokens) for s in stops)
+        room = min(max_new_tokens, model.cfg.max_len - len(prompt))
+        if room < 1:
+            raise ValueError(f"a prompt of {len(prompt)} tokens leaves no room within max_len {model.cfg.max_len}")
+        text = tokenizer.decode(generate(model, params, [prompt[-model.cfg.max_len:]], room, stop=stop,
+                                         eos_id=tokenizer.eos_id)[0])
+        for s in item.get("stop", []):
+            text = text.split(s)[0]
+        matches.append(text.strip() == item["target"].strip())
+    return {"items": len(items), "exact_match": _mean_and_se(matches), "chance": 0.0}
+
+
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m evaluation.tasks", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="a train.main run directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", choices=sorted(TASKS))
+    source.add_argument("--task_file", help="a JSONL task")
+    parser.add_argument("--shots", type=cli.whole_number(0), default=0)
+    parser.add_argument("--items", type=cli.whole_number(1), default=200, help="items of a built-in task")
+    parser.add_argument("--seed", type=int, default=0, help="the built-in task's items and the shots' draws")
+    args = parser.parse_args(argv)
+    items = TASKS[args.task](args.items, args.seed) if args.task else read_task(args.task_file)
+    prompted = with_shots(items, args.shots, args.seed)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    from evaluation.generate import load_run
+    model, params, tokenizer, step = load_run(args.workdir)
+    result = {"task": args.task or args.task_file, "shots": args.shots, "step": step,
+              **score(model, params, tokenizer, prompted)}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv, errors=(ValueError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
