@@ -114,6 +114,7 @@ def test_too_long_a_request_is_refused():
         generate(model, params, [[1] * 20], 10)
 
 
+@pytest.mark.slow  # two generate subprocesses; tests/test_tasks.py loads a trained run in-process
 def test_the_command_line_samples_from_a_trained_run(tiny_corpus, tmp_path):
     import subprocess
     import sys
