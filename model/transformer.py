@@ -501,28 +501,6 @@ class LayerGroup(nn.Module):
         return x, None
 
 
-class ScannedLayers(nn.Module):
-    """A stack's layers under nn.scan: each parameter gains a leading "layers" axis of n_layers /
-    scan_period, and what the layers sow (MoE losses, expert load) is stacked along it too."""
-    cfg: TransformerConfig
-    n_layers: int
-    alpha: float
-    beta: float
-    deterministic: bool
-
-    @nn.compact
-    def __call__(self, x, mask, bias, context, context_mask, where):
-        cfg = self.cfg
-        body = nn.remat(LayerGroup, prevent_cse=False) if cfg.remat else LayerGroup
-        scan = nn.scan(body, variable_axes={"params": 0, "intermediates": 0, "cache": 0},
-                       split_rngs={"params": True, "dropout": True},
-                       in_axes=(nn.broadcast,) * 5, length=self.n_layers // cfg.scan_period,
-                       metadata_params={nn.PARTITION_NAME: "layers"})
-        x, _ = scan(cfg, self.n_layers, self.alpha, self.beta, self.deterministic, name="scan")(
-            x, mask, bias, context, context_mask, where)
-        return x
-
-
 class Stack(nn.Module):
     """Embedded tokens -> hidden states: positions, the optional embedding norm, the blocks, the final norm.
 
@@ -564,7 +542,13 @@ class Stack(nn.Module):
             bias = bias.astype(cfg.compute_dtype)
         alpha, beta = deepnorm_constants(cfg, self.encoder)
         if cfg.scan_layers:
-            x = ScannedLayers(cfg, self.n_layers, alpha, beta, deterministic, name="layers")(
+            # Each parameter gains a leading "layers" axis of n_layers / scan_period, and what the
+            # layers sow (MoE losses, expert load) is stacked along it too.
+            body = nn.remat(LayerGroup, prevent_cse=False) if cfg.remat else LayerGroup
+            layers = nn.scan(body, variable_axes={"params": 0, "intermediates": 0, "cache": 0},
+                             split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * 5,
+                             length=self.n_layers // cfg.scan_period, metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = layers(cfg, self.n_layers, alpha, beta, deterministic, name="layers")(
                 x, mask, bias, context, context_mask, where)
         else:
             block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block

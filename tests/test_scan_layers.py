@@ -48,7 +48,7 @@ def restack(unrolled: dict, cfg: TransformerConfig) -> dict:
         groups = {f"layer_{i}": jax.tree.map(lambda *xs: jnp.stack(xs), *[sub[layers[g * period + i]]
                                                                           for g in range(len(layers) // period)])
                   for i in range(period)}
-        out[name] = {**{k: v for k, v in sub.items() if k not in layers}, "layers": {"scan": groups}}
+        out[name] = {**{k: v for k, v in sub.items() if k not in layers}, "layers": groups}
     return out
 
 
@@ -89,7 +89,7 @@ def test_the_stacked_dimension_carries_a_logical_name():
     cfg = TransformerConfig(**BASE, n_layers=4, scan_layers=True)
     batch = {"inputs": jnp.zeros((1, 16), jnp.int32)}
     specs = nn.get_partition_spec(jax.eval_shape(build_model(cfg).init, jax.random.PRNGKey(0), batch)["params"])
-    wi = specs["decoder"]["layers"]["scan"]["layer_0"]["mlp"]["wi"]["kernel"]
+    wi = specs["decoder"]["layers"]["layer_0"]["mlp"]["wi"]["kernel"]
     assert tuple(wi) == ("layers", "embed", "mlp")
 
 
