@@ -133,12 +133,15 @@ class PackedBatches:
                  objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
                  encode_chunk: int = 64, sentinels: Sequence = (), noise_density: float = 0.15,
                  mean_noise_span_length: float = 3.0, order: Optional[Callable[[int], np.ndarray]] = None,
-                 streams: Optional[int] = None):
+                 streams: Optional[int] = None, shard: tuple[int, int] = (0, 1)):
         """sentinels, noise_density, mean_noise_span_length: for span_corruption; the sentinels are
         ids the tokenizer never produces, one per noise span. order: epoch -> document indices
         (data/order.py; default a seeded permutation per epoch, or the stored order without shuffle).
         streams: interleaved readers, a divisor of batch_size (default batch_size; 1 reads one
-        contiguous stream, as the eval set does)."""
+        contiguous stream, as the eval set does). shard = (index, count): pack only part `index` of
+        `count` equal parts of every batch, its rows and their streams, as one of `count` processes
+        does; the parts stacked in order are the whole batch. get_state and set_state then hold
+        this part's streams."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
         if objective == "span_corruption":
@@ -153,7 +156,12 @@ class PackedBatches:
         streams = batch_size if streams is None else streams
         if streams < 1 or batch_size % streams:
             raise ValueError(f"streams = {streams} must be a positive divisor of batch_size {batch_size}")
-        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+        index, count = shard
+        if count < 1 or not 0 <= index < count or streams % count:
+            raise ValueError(f"shard {tuple(shard)}: {streams} streams do not split into {count} equal parts")
+        # This part's rows come from streams first_stream, first_stream + 1, ..., rows_per_stream rows each.
+        self.first_stream, self.rows_per_stream = index * streams // count, batch_size // streams
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size // count, seed
         self.objective, self.repeat = objective, repeat
         if order is None:
             order = (DocumentOrder(np.zeros(len(docs), np.int64), ["all"], seed) if shuffle
@@ -161,7 +169,8 @@ class PackedBatches:
         self.order = order
         threads = max(1, (os.cpu_count() or 1) // 2)
         self.streams = [_Stream(docs, tokenizer, seq_len, functools.partial(_every_nth, order, i, streams), repeat,
-                                text_key, encode_chunk, threads) for i in range(streams)]
+                                text_key, encode_chunk, threads)
+                        for i in range(self.first_stream, self.first_stream + streams // count)]
 
     def get_state(self) -> dict:
         return {"streams": [stream.get_state() for stream in self.streams]}
@@ -177,15 +186,16 @@ class PackedBatches:
         return self.order(epoch)
 
     def next_batch(self) -> dict:
-        per_stream = self.batch_size // len(self.streams)
+        per_stream = self.rows_per_stream
         rows, starts = zip(*[self.streams[i // per_stream].row() for i in range(self.batch_size)])
         rows = np.stack(rows)
         inputs, targets = rows[:, :-1], rows[:, 1:]
         weights = np.ones(targets.shape, np.float32)
         prefix_len = np.zeros(self.batch_size, np.int32)
-        # Random choices are drawn from each row's own stream and position, so a resumed run draws the same.
-        per_stream = self.batch_size // len(self.streams)
-        rngs = [np.random.default_rng([self.seed, i // per_stream, s["epoch"], s["index"], s["offset"]])
+        # Random choices are drawn from each row's own stream and position, so a resumed run draws the
+        # same, and a row's draws do not depend on which process packs it.
+        rngs = [np.random.default_rng([self.seed, self.first_stream + i // per_stream, s["epoch"], s["index"],
+                                       s["offset"]])
                 for i, s in enumerate(starts)]
         if self.objective == "span_corruption":
             return self._span_corruption(rows[:, :-1], rngs)

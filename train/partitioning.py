@@ -155,11 +155,43 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Places a host's global batch on the mesh; each process contributes its own rows."""
+    """Places this process's rows of a batch on the mesh: the global batch is the processes' rows
+    stacked in process order (data/pipeline.py's PackedBatches(shard=...) packs them)."""
     def put(x):
         x = np.asarray(x)
-        sharding = batch_sharding(mesh, x.ndim)
-        per_process = x.shape[0] // jax.process_count()
-        local = x[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
-        return jax.make_array_from_process_local_data(sharding, local, x.shape)
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x,
+                                                      (x.shape[0] * jax.process_count(), *x.shape[1:]))
     return {k: put(v) for k, v in batch.items()}
+
+
+def process_rows(batch: dict) -> dict:
+    """This process's part of a batch that every process holds whole (the eval set)."""
+    def part(x):
+        per_process = len(x) // jax.process_count()
+        return x[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
+    return {k: part(v) for k, v in batch.items()}
+
+
+def check_rows_split_over_processes(mesh: Mesh, batch_size: int) -> None:
+    """Each process feeds its own rows: the batch must split evenly over the processes, along mesh
+    axes that split it."""
+    processes = jax.process_count()
+    rows_ways = mesh.shape["data"] * mesh.shape.get("expert", 1)
+    if processes > 1 and (rows_ways % processes or batch_size % processes):
+        raise ValueError(f"{processes} processes each feed their own rows of the batch: the mesh's data x expert "
+                         f"axes ({rows_ways}) and batch_size ({batch_size}) must be multiples of {processes}")
+
+
+def on_process_zero_first(build):
+    """build() on process 0, then on the others once process 0 has finished (or failed): what
+    process 0 builds and caches (the corpus, the tokenizer) the others then only read."""
+    if jax.process_count() == 1:
+        return build()
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+        try:
+            return build()
+        finally:
+            multihost_utils.sync_global_devices("process 0 has built")
+    multihost_utils.sync_global_devices("process 0 has built")
+    return build()

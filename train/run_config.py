@@ -65,8 +65,9 @@ def claim_workdir(workdir: str, config: str) -> None:
         os.rename(workdir, aside)
         print(f"moved the previous contents of {workdir} to {aside}")
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
+    with open(f"{path}.tmp", "w") as f:  # renamed when whole: other processes of the run may read it
         f.write(config)
+    os.replace(f"{path}.tmp", path)
 
 
 def read_summary(workdir: str) -> Optional[dict]:

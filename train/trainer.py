@@ -158,12 +158,14 @@ def create_state(rng, model, optimizer, example_batch: dict, unbox: bool) -> Tra
 def _evaluate(step_fn, params, batches, mesh) -> tuple[dict, EvalDocuments]:
     """Loss and bits per byte over all eval tokens, each with its standard error over eval documents,
     and the per-document sums they are computed from (a finished run saves them: eval_documents.json)."""
-    per_batch = [step_fn(params, partitioning.shard_batch(model_inputs(batch), mesh)) for batch in batches]
+    per_batch = [step_fn(params, partitioning.shard_batch(partitioning.process_rows(model_inputs(batch)), mesh))
+                 for batch in batches]
     nll, weight = (np.concatenate(rows).astype(np.float64) for rows in zip(*per_batch))
     doc, row_bytes = (np.concatenate([batch[key] for batch in batches]) for key in ("doc", "bytes"))
     documents = EvalDocuments.from_rows(doc, nll, weight, row_bytes)
-    return {"eval_loss": documents.loss, "eval_loss_se": documents.loss_se,
-            "eval_bpb": documents.bpb, "eval_bpb_se": documents.bpb_se}, documents
+    # An eval set of one document has no standard error (None, not NaN, in the JSON files).
+    return {"eval_loss": documents.loss, "eval_loss_se": _finite_or_none(documents.loss_se),
+            "eval_bpb": documents.bpb, "eval_bpb_se": _finite_or_none(documents.bpb_se)}, documents
 
 
 def _sown_metrics(step_metrics: dict) -> dict:
@@ -195,13 +197,31 @@ def _read_rows(path: str) -> list[dict]:
 
 
 def _truncate_metrics(path: str, last_step: int) -> list[dict]:
-    """Drops rows logged after the checkpoint a run restarts from, so that none is duplicated;
-    returns the rows kept."""
+    """Drops rows logged after the checkpoint a run restarts from, so that none is duplicated
+    (process 0 writes metrics.jsonl); returns the rows kept."""
     rows = [row for row in _read_rows(path) if row["step"] <= last_step]
-    if os.path.exists(path):
+    if os.path.exists(path) and jax.process_index() == 0:
         with open(path, "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
     return rows
+
+
+def _all_streams(own: dict) -> dict:
+    """The data position of every process's streams, in process order (a checkpoint stores it
+    whole), from this process's own (PackedBatches.get_state)."""
+    if jax.process_count() == 1:
+        return own
+    from jax.experimental import multihost_utils
+    keys = ("epoch", "index", "offset")
+    rows = np.array([[stream[key] for key in keys] for stream in own["streams"]], np.int32)
+    gathered = np.asarray(multihost_utils.process_allgather(rows)).reshape(-1, len(keys))
+    return {"streams": [dict(zip(keys, map(int, row))) for row in gathered]}
+
+
+def _own_streams(every: dict, batches: PackedBatches) -> dict:
+    """This process's part of a data position saved whole."""
+    first = batches.first_stream
+    return {"streams": every["streams"][first:first + len(batches.streams)]}
 
 
 class Diverged(Exception):
@@ -267,8 +287,9 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     if data_cfg.batch_size % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
         raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by the mesh's data axis "
                          f"{dict(mesh.shape)}")
+    partitioning.check_rows_split_over_processes(mesh, data_cfg.batch_size)
     check_workdir_config(workdir, None, start_over)  # early: before the corpus is built
-    data = loader.load(data_cfg)
+    data = partitioning.on_process_zero_first(lambda: loader.load(data_cfg))
     # After the corpus is opened, so that its bindings (sources, sizes, cleaning) are recorded too.
     config = gin.operative_config_str()
     check_workdir_config(workdir, config, start_over)
@@ -362,7 +383,8 @@ class _Run:
                                out_shardings=NamedSharding(self.mesh, PartitionSpec()))
         self.batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
                                      data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
-                                     order=setup.order, **setup.objective)
+                                     order=setup.order, shard=(jax.process_index(), jax.process_count()),
+                                     **setup.objective)
         self.checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.keep_checkpoints)
         self.metrics_path = os.path.join(setup.workdir, "metrics.jsonl")
         self.tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
@@ -392,7 +414,7 @@ class _Run:
             self.batches.set_state(self.initial_data_state)
         else:
             self.step, self.state, data_state = restored
-            self.batches.set_state(data_state)
+            self.batches.set_state(_own_streams(data_state, self.batches))
         for _ in range(skip_batches):
             self.batches.next_batch()
         self.restored = (self.step, skip_batches)
@@ -453,7 +475,7 @@ class _Run:
         self.log(step)
         if self.checkpointer.latest_step() != step:
             with self.timer.pause():
-                self.checkpointer.save(step, self.state, self.data_state)
+                self.checkpointer.save(step, self.state, _all_streams(self.data_state))
 
     def roll_back(self, spike: Spike) -> None:
         """Back to the last good checkpoint, past the batches since it (the bad one among them)."""
@@ -475,8 +497,9 @@ class _Run:
                  "rollback": self.rollbacks}
         self.writer.write(event)
         self.last_row = next((row for row in reversed(_read_rows(self.metrics_path)) if "loss" in row), {})
-        print(f"warning: {spike.reason} at step {spike.step}: rolled back to step {self.step} and skipped "
-              f"{skipped} batches (rollback {self.rollbacks} of at most {self.cfg.max_rollbacks})", file=sys.stderr)
+        if jax.process_index() == 0:
+            print(f"warning: {spike.reason} at step {spike.step}: rolled back to step {self.step} and skipped "
+                  f"{skipped} batches (rollback {self.rollbacks} of at most {self.cfg.max_rollbacks})", file=sys.stderr)
 
     def train(self, stop_after_steps: int, preemption: Preemption) -> dict:
         setup, cfg = self.setup, self.cfg
@@ -548,5 +571,5 @@ class _Run:
             **provenance.fingerprints(data.fingerprint, data.tokenizer.path),
             # Documents started, the one being read included.
             "source_epochs": setup.order and setup.order.source_epochs(
-                [(s["epoch"], s["index"] + (s["offset"] > 0)) for s in self.data_state["streams"]]),
+                [(s["epoch"], s["index"] + (s["offset"] > 0)) for s in _all_streams(self.data_state)["streams"]]),
         }
