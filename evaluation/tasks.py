@@ -1,6 +1,7 @@
 """Few-shot tasks scored by log-likelihood, in lm-evaluation-harness's conventions.
 
     python -m evaluation.tasks --workdir=DIR --task=arithmetic_mc [--shots=3] [--items=200] [--seed=0]
+    python -m evaluation.tasks --workdir=DIR --task=cloze_mc  (an offline task: evaluation/offline_tasks.py)
     python -m evaluation.tasks --workdir=DIR --task_file=TASK.jsonl [--shots=0]
 
 A task is JSONL, one item per line:
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +116,18 @@ TASKS = {"arithmetic": lambda n, seed: arithmetic(n, seed, False),
 
 # --- scoring --------------------------------------------------------------------------
 
+@partial(jax.jit, static_argnames=("model",))
+def _target_logprobs(model, params, inputs, targets):
+    logits = model.apply({"params": params}, {"inputs": inputs})
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, -1), targets[..., None], -1)[..., 0]
+
+
+def _padded_width(width: int, max_len: int) -> int:
+    """Rows are padded to a power of two (at least 16, at most max_len): a few shapes to compile,
+    however the lengths of a task's items vary."""
+    return min(max_len, max(16, 1 << (width - 1).bit_length()))
+
+
 def continuation_logprobs(model, params, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list:
     """(summed log-likelihood, tokens) of each continuation after its context, in nats.
 
@@ -129,19 +143,17 @@ def continuation_logprobs(model, params, tokenizer, pairs: list[tuple[str, str]]
             raise ValueError(f"a continuation of {len(cont)} tokens does not fit max_len {max_len}")
         sequence = ([tokenizer.eos_id] + ctx + cont)[-(max_len + 1):]
         rows.append((sequence, len(cont)))
-    forward = jax.jit(lambda p, inputs: jax.nn.log_softmax(model.apply({"params": p}, {"inputs": inputs}), -1))
     out = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        width = max(len(sequence) for sequence, _ in chunk) - 1
-        inputs = np.zeros((len(chunk), width), np.int32)  # right-padded: causal, so padding is never seen
+        width = _padded_width(max(len(sequence) for sequence, _ in chunk) - 1, max_len)
+        # Right-padded (causal: padding is never seen), and as many rows as every other chunk.
+        inputs, targets = np.zeros((2, batch_size, width), np.int32)
         for r, (sequence, _) in enumerate(chunk):
-            inputs[r, :len(sequence) - 1] = sequence[:-1]
-        logprobs = np.asarray(forward(params, jnp.asarray(inputs)))
+            inputs[r, :len(sequence) - 1], targets[r, :len(sequence) - 1] = sequence[:-1], sequence[1:]
+        logprobs = np.asarray(_target_logprobs(model, params, jnp.asarray(inputs), jnp.asarray(targets)))
         for r, (sequence, n) in enumerate(chunk):
-            targets = np.asarray(sequence[1:])
-            positions = np.arange(len(targets) - n, len(targets))
-            out.append((float(logprobs[r, positions, targets[positions]].sum()), n))
+            out.append((float(logprobs[r, len(sequence) - 1 - n:len(sequence) - 1].sum()), n))
     return out
 
 
@@ -151,11 +163,11 @@ def _mean_and_se(values) -> dict:
     return {"mean": float(values.mean()), "se": se}
 
 
-def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16) -> dict:
+def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16, batch_size: int = 16) -> dict:
     """The task's scores over its items (see the module's docstring), with chance."""
     if "choices" in items[0]:
         pairs = [(item["context"], choice) for item in items for choice in item["choices"]]
-        scored = iter(continuation_logprobs(model, params, tokenizer, pairs))
+        scored = iter(continuation_logprobs(model, params, tokenizer, pairs, batch_size))
         acc, acc_norm, acc_token, bits, chance = [], [], [], [], []
         for item in items:
             logprob, tokens = zip(*[next(scored) for _ in item["choices"]])
@@ -170,38 +182,49 @@ def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16)
         return {"items": len(items), "acc": _mean_and_se(acc), "acc_norm": _mean_and_se(acc_norm),
                 "acc_per_token": _mean_and_se(acc_token), "bpb": _mean_and_se(bits), "chance": float(np.mean(chance))}
     from evaluation.generate import generate
-    prompts = [[tokenizer.eos_id] + tokenizer.encode([item["context"]])[0] for item in items]
+    keep = model.cfg.max_len - max_new_tokens  # prompt tokens kept (cut from the left), room left to answer
+    if keep < 2:
+        raise ValueError(f"{max_new_tokens} new tokens leave no room for a prompt within max_len {model.cfg.max_len}")
     matches = []
-    for item, prompt in zip(items, prompts):  # one at a time: the stop strings are per item
-        def stop(row, tokens, stops=item.get("stop", [])):
-            return any(s in tokenizer.decode(tokens) for s in stops)
-        room = min(max_new_tokens, model.cfg.max_len - len(prompt))
-        if room < 1:
-            raise ValueError(f"a prompt of {len(prompt)} tokens leaves no room within max_len {model.cfg.max_len}")
-        text = tokenizer.decode(generate(model, params, [prompt[-model.cfg.max_len:]], room, stop=stop,
-                                         eos_id=tokenizer.eos_id)[0])
-        for s in item.get("stop", []):
-            text = text.split(s)[0]
-        matches.append(text.strip() == item["target"].strip())
-    return {"items": len(items), "exact_match": _mean_and_se(matches), "chance": 0.0}
+    for start in range(0, len(items), batch_size):  # a batch of prompts decoded together, each to its own stops
+        chunk = items[start:start + batch_size]
+        prompts = [([tokenizer.eos_id] + tokenizer.encode([item["context"]])[0])[-keep:] for item in chunk]
+
+        def stop(row, tokens, chunk=chunk):
+            return any(s in tokenizer.decode(tokens) for s in chunk[row].get("stop", []))
+        for item, tokens in zip(chunk, generate(model, params, prompts, max_new_tokens, stop=stop,
+                                                eos_id=tokenizer.eos_id)):
+            text = tokenizer.decode(tokens)
+            for s in item.get("stop", []):
+                text = text.split(s)[0]
+            matches.append(text.strip() == item["target"].strip())
+    # The target's bits per byte too: the smooth measure beside exact match's all or nothing.
+    scored = continuation_logprobs(model, params, tokenizer, [(item["context"], item["target"]) for item in items])
+    bits = [-logprob / math.log(2) / len(item["target"].encode()) for (logprob, _), item in zip(scored, items)]
+    return {"items": len(items), "exact_match": _mean_and_se(matches), "bpb": _mean_and_se(bits), "chance": 0.0}
 
 
 def _main(argv: list[str]) -> int:
     parser = cli.ArgumentParser(prog="python -m evaluation.tasks", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="a train.main run directory")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", choices=sorted(TASKS))
+    from evaluation import offline_tasks  # it imports this module
+    source.add_argument("--task", choices=offline_tasks.TASK_NAMES, help="a built-in or offline task")
     source.add_argument("--task_file", help="a JSONL task")
     parser.add_argument("--shots", type=cli.whole_number(0), default=0)
-    parser.add_argument("--items", type=cli.whole_number(1), default=200, help="items of a built-in task")
-    parser.add_argument("--seed", type=int, default=0, help="the built-in task's items and the shots' draws")
+    parser.add_argument("--items", type=cli.whole_number(1), default=200, help="items of a --task (at most)")
+    parser.add_argument("--seed", type=int, default=0, help="a --task's items and the shots' draws")
     args = parser.parse_args(argv)
-    items = TASKS[args.task](args.items, args.seed) if args.task else read_task(args.task_file)
-    prompted = with_shots(items, args.shots, args.seed)
+    items = read_task(args.task_file) if args.task_file else None
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.FATAL)
     from evaluation.generate import load_run
     model, params, tokenizer, step = load_run(args.workdir)
+    if args.task:  # load_run has parsed the run's gin: an offline task is made from the run's corpus
+        from data import loader
+        data = loader.load(loader.DataConfig()) if args.task in offline_tasks.OFFLINE_TASKS else None
+        items = offline_tasks.build_task(args.task, data, args.items, args.seed)
+    prompted = with_shots(items, args.shots, args.seed)
     result = {"task": args.task or args.task_file, "shots": args.shots, "step": step,
               **score(model, params, tokenizer, prompted)}
     print(json.dumps(result, indent=1))

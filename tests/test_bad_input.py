@@ -45,6 +45,8 @@ def assert_one_line_error(result, *words):
     ("TrainConfig.train_steps = 0", ["train_steps"]),
     ("DataConfig.mixture = {'no_such_source': 1.0}", ["mixture", "no_such_source"]),
     ("TransformerConfig.architecture = 'encoder_decoder'", ["sentinel"]),
+    ("TaskSuite.tasks = ('no_such_task',)", ["TaskSuite.tasks", "no_such_task"]),
+    ("TaskSuite.items = 1", ["TaskSuite.items"]),
 ])
 def test_bad_binding(main_in_process, tiny_corpus, tmp_path, binding, words):
     result = main_in_process(tmp_path / "run", tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 2", binding])

@@ -29,6 +29,7 @@ from data.order import DocumentOrder
 from data.pipeline import PackedBatches, Prefetcher, eval_batches, model_inputs
 from data.span_corruption import corrupted_lengths, span_counts
 from data.tokenizer import unigram_loss
+from evaluation.suite import TaskSuite, metrics_row, score_suite
 from model import accounting, build_model
 from model.transformer import TransformerConfig
 from scaling.eval_precision import EvalDocuments
@@ -243,6 +244,8 @@ class Setup:
     data: loader.Data
     evals: list  # the held-out batches, built once
     order: Optional[DocumentOrder]  # the train documents' order per epoch; None: a seeded permutation
+    suite: TaskSuite  # the tasks scored during training (evaluation/suite.py) ...
+    tasks: dict  # ... and their prompted items, built once: {task: [item, ...]}
 
     @property
     def objective(self) -> dict:
@@ -278,7 +281,7 @@ def check_settings(model_cfg: TransformerConfig, data_cfg: loader.DataConfig, tr
 def configure(workdir: str, start_over: bool = False) -> Setup:
     """Builds the run from the parsed gin config. Every error raised here is the user's input:
     ValueError / TypeError (bad values), CorpusError, WorkdirConfigMismatch."""
-    model_cfg, data_cfg, train_cfg = TransformerConfig(), loader.DataConfig(), TrainConfig()
+    model_cfg, data_cfg, train_cfg, suite = TransformerConfig(), loader.DataConfig(), TrainConfig(), TaskSuite()
     total_steps = check_settings(model_cfg, data_cfg, train_cfg)
     schedule = lr_schedule(total_steps)
     optimizer = make_optimizer(schedule)
@@ -314,9 +317,10 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
                               data_cfg.max_docs_per_source)
     elif data_cfg.mixture:
         raise ValueError("DataConfig.mixture needs a corpus whose documents name their source")
+    tasks = suite.build(data)
     claim_workdir(workdir, config)  # only now, when every check has passed
     return Setup(workdir, model_cfg, data_cfg, train_cfg, total_steps, schedule, optimizer, mesh, rules, data,
-                 evals, order)
+                 evals, order, suite, tasks)
 
 
 def run(workdir: str, start_over: bool = False, **train_options) -> dict:
@@ -400,6 +404,7 @@ class _Run:
         self.skipped_updates = sum(bool(row.get("update_skipped")) for row in kept)
         self.rollbacks = sum(row.get("event") == "rollback" for row in kept)
         self.last_eval, self.final_documents = {}, None
+        self.final_task_scores, self.task_eval_s = None, 0.0
         counts = accounting.param_counts(self.state.params, setup.model_cfg)
         self.counts = counts
         self.flops = flops_per_text_token(setup.model_cfg, setup.data_cfg, counts["params_active_nonembedding"])
@@ -470,6 +475,15 @@ class _Run:
         if step == self.setup.total_steps:
             self.final_documents = dataclasses.replace(documents, step=step)
 
+    def score_tasks(self, step: int) -> None:
+        with self.timer.pause():
+            scores, seconds = score_suite(self.model, self.state.params, self.setup.data.tokenizer, self.setup.tasks,
+                                          self.setup.suite.shots)
+        self.task_eval_s += seconds
+        self.writer.write({"step": step, **metrics_row(scores), "task_eval_s": seconds})
+        if step == self.setup.total_steps:
+            self.final_task_scores = scores
+
     def checkpoint(self, step: int) -> None:
         """Saves the state, once the losses that led to it have passed the spike check."""
         self.log(step)
@@ -507,6 +521,8 @@ class _Run:
         hooks = Hooks()
         hooks.add(cfg.log_every, self.log)
         hooks.add(cfg.eval_every, self.evaluate, at_interrupt=False)
+        if setup.tasks:
+            hooks.add(setup.suite.every, self.score_tasks, at_interrupt=False)
         hooks.add(cfg.checkpoint_every, self.checkpoint)
         run_start = time.perf_counter()
         self.bar = progress_bar(setup.total_steps, self.step, self.progress)
@@ -568,6 +584,8 @@ class _Run:
             "unigram_eval_loss": unigram_loss(data.token_stats["token_counts"], setup.evals),
             "corpus_train_tokens": data.token_stats["train_tokens"], "corpus": data.name,
             "objective": setup.objective["objective"],
+            **({"tasks": self.final_task_scores, "task_eval_s": self.task_eval_s,
+                "task_eval_fraction": self.task_eval_s / wall_s if wall_s else None} if setup.tasks else {}),
             **provenance.fingerprints(data.fingerprint, data.tokenizer.path),
             # Documents started, the one being read included.
             "source_epochs": setup.order and setup.order.source_epochs(
