@@ -66,6 +66,7 @@ class Data:
     doc_sources: Optional[np.ndarray]  # each train document's index into source_names; None: unknown
     source_names: list
     fingerprint: str  # of the data set's shards (verify_shards)
+    train_tokens: tokenizer_lib.TokenizedDocuments  # the train documents tokenized, for the input pipeline
 
 
 def _texts(docs, key: str):
@@ -101,8 +102,11 @@ def load(cfg: DataConfig) -> Data:
         cache_path=os.path.join(builder.data_dir, f"token_stats_{cfg.vocab_size}_{cfg.train_split}.json"))
     doc_sources, source_names = _doc_sources(train_docs, os.path.join(builder.data_dir,
                                                                       f"doc_sources_{cfg.train_split}.json"))
+    train_tokens = tokenizer_lib.tokenized_documents(tokenizer, lambda: _texts(train_docs, cfg.text_key),
+                                                     str(builder.data_dir), f"tokens_{cfg.vocab_size}_{cfg.train_split}")
     return Data(train_docs, eval_docs, tokenizer, token_stats, f"{builder.name}/{builder.builder_config.name}"
-                if builder.builder_config else builder.name, stats, doc_sources, source_names, fingerprint)
+                if builder.builder_config else builder.name, stats, doc_sources, source_names, fingerprint,
+                train_tokens)
 
 
 SHARD_HASHES = "shard_sha256.json"

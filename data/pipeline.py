@@ -57,10 +57,10 @@ class _Stream:
     tokens were consumed.
     """
 
-    def __init__(self, docs: Sequence, tokenizer, seq_len: int, order: Callable[[int], np.ndarray], repeat: bool,
-                 text_key: str, encode_chunk: int, threads: int):
-        self.docs, self.tokenizer, self.seq_len, self.order = docs, tokenizer, seq_len, order
-        self.repeat, self.text_key, self.encode_chunk, self.threads = repeat, text_key, encode_chunk, threads
+    def __init__(self, tokens_of: Callable[[list[int]], list[np.ndarray]], seq_len: int,
+                 order: Callable[[int], np.ndarray], repeat: bool, encode_chunk: int):
+        self.tokens_of, self.seq_len, self.order = tokens_of, seq_len, order
+        self.repeat, self.encode_chunk = repeat, encode_chunk
         self.set_state({"epoch": 0, "index": 0, "offset": 0})
 
     def get_state(self) -> dict:
@@ -87,9 +87,7 @@ class _Stream:
         if len(order) == 0:  # a stream with no documents of its own (more streams than documents)
             raise EndOfData
         positions = list(range(index, min(index + self.encode_chunk, len(order))))
-        texts = [_text(self.docs[int(order[i])], self.text_key) for i in positions]
-        for i, ids in zip(positions, self.tokenizer.encode(texts, self.threads)):
-            tokens = np.asarray(ids + [self.tokenizer.eos_id], np.int32)
+        for i, tokens in zip(positions, self.tokens_of([int(order[i]) for i in positions])):
             self._buffer.append(((epoch, i), tokens))
             self._buffered += len(tokens)
         self._next = (epoch + 1, 0) if positions[-1] + 1 == len(order) else (epoch, positions[-1] + 1)
@@ -133,7 +131,7 @@ class PackedBatches:
                  objective: str = "lm", shuffle: bool = True, repeat: bool = True, text_key: str = "text",
                  encode_chunk: int = 64, sentinels: Sequence = (), noise_density: float = 0.15,
                  mean_noise_span_length: float = 3.0, order: Optional[Callable[[int], np.ndarray]] = None,
-                 streams: Optional[int] = None, shard: tuple[int, int] = (0, 1)):
+                 streams: Optional[int] = None, shard: tuple[int, int] = (0, 1), tokenized=None):
         """sentinels, noise_density, mean_noise_span_length: for span_corruption; the sentinels are
         ids the tokenizer never produces, one per noise span. order: epoch -> document indices
         (data/order.py; default a seeded permutation per epoch, or the stored order without shuffle).
@@ -141,7 +139,9 @@ class PackedBatches:
         contiguous stream, as the eval set does). shard = (index, count): pack only part `index` of
         `count` equal parts of every batch, its rows and their streams, as one of `count` processes
         does; the parts stacked in order are the whole batch. get_state and set_state then hold
-        this part's streams."""
+        this part's streams. tokenized: the documents already tokenized (data/tokenizer.py's
+        TokenizedDocuments, EOS appended), read instead of running the tokenizer; the batches are
+        the same."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
         if objective == "span_corruption":
@@ -167,10 +167,18 @@ class PackedBatches:
             order = (DocumentOrder(np.zeros(len(docs), np.int64), ["all"], seed) if shuffle
                      else lambda epoch: np.arange(len(docs)))
         self.order = order
-        threads = max(1, (os.cpu_count() or 1) // 2)
-        self.streams = [_Stream(docs, tokenizer, seq_len, functools.partial(_every_nth, order, i, streams), repeat,
-                                text_key, encode_chunk, threads)
-                        for i in range(self.first_stream, self.first_stream + streams // count)]
+        if tokenized is not None:
+            if len(tokenized) != len(docs):
+                raise ValueError(f"{len(tokenized)} tokenized documents for {len(docs)} documents")
+            def tokens_of(indices):
+                return [tokenized[i].astype(np.int32) for i in indices]
+        else:
+            threads = max(1, (os.cpu_count() or 1) // 2)
+            def tokens_of(indices):
+                texts = [_text(docs[i], text_key) for i in indices]
+                return [np.asarray(ids + [tokenizer.eos_id], np.int32) for ids in tokenizer.encode(texts, threads)]
+        self.streams = [_Stream(tokens_of, seq_len, functools.partial(_every_nth, order, i, streams), repeat,
+                                encode_chunk) for i in range(self.first_stream, self.first_stream + streams // count)]
 
     def get_state(self) -> dict:
         return {"streams": [stream.get_state() for stream in self.streams]}

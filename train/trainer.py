@@ -388,7 +388,7 @@ class _Run:
         self.batches = PackedBatches(setup.data.train_docs, setup.data.tokenizer, data_cfg.seq_len,
                                      data_cfg.batch_size, seed=data_cfg.seed, text_key=data_cfg.text_key,
                                      order=setup.order, shard=(jax.process_index(), jax.process_count()),
-                                     **setup.objective)
+                                     tokenized=setup.data.train_tokens, **setup.objective)
         self.checkpointer = Checkpointer(os.path.join(setup.workdir, "checkpoints"), train_cfg.keep_checkpoints)
         self.metrics_path = os.path.join(setup.workdir, "metrics.jsonl")
         self.tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
