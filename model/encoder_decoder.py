@@ -10,6 +10,7 @@ and decoder positions do not correspond.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from model.transformer import Positions, Stack, TransformerConfig, attention_mask, output_logits, token_embedding
 
@@ -20,19 +21,37 @@ class EncoderDecoder(nn.Module):
 
     batch["encoder_mask"] (batch, enc_length), optional: nonzero at real encoder
     tokens; padding is then hidden from encoder self-attention and cross-attention.
+
+    decode=True runs the decoder incrementally, as Transformer(decode=True) does (see
+    evaluation/generate.py). The first call encodes batch["encoder_inputs"], once: each decoder
+    layer's cross-attention keys and values and the encoder mask go into the "cache" collection
+    beside the self-attention KV cache. The later calls give only the next decoder tokens
+    (batch["inputs"], no encoder_inputs): the encoder does not run and cross-attention reads its cache.
     """
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, batch: dict, deterministic: bool = True):
+    def __call__(self, batch: dict, deterministic: bool = True, decode: bool = False):
         cfg = self.cfg
         embed = token_embedding(cfg)
-        key_mask = None
-        if batch.get("encoder_mask") is not None:
-            key_mask = (batch["encoder_mask"] != 0)[:, None, None, :]  # (batch, 1, query, key)
-        encoded = Stack(cfg, cfg.encoder_layers, encoder=True, name="encoder")(
-            embed(batch["encoder_inputs"]), key_mask, deterministic)
         tokens = batch["inputs"]
+        where = Positions.decoding(self, tokens.shape[1]) if decode else Positions.of(tokens.shape[1])
+        if decode and "encoder_inputs" not in batch:  # a later call: the first one encoded the inputs
+            encoded, key_mask = None, self.get_variable("cache", "encoder_mask")
+        else:
+            encoded, key_mask = self.encode(embed, batch, deterministic)
+            if decode:
+                self.put_variable("cache", "encoder_mask", key_mask)
         x = Stack(cfg, cfg.n_layers, name="decoder")(
-            embed(tokens), attention_mask(cfg, Positions.of(tokens.shape[1])), deterministic, encoded, key_mask)
+            embed(tokens), attention_mask(cfg, where), deterministic, encoded, key_mask, where)
         return output_logits(cfg, embed, x)
+
+    def encode(self, embed: nn.Embed, batch: dict, deterministic: bool):
+        """The encoder's output and the (batch, 1, 1, enc_length) mask of its real positions (all, without
+        an encoder_mask): the key mask of encoder self-attention and of cross-attention."""
+        inputs = batch["encoder_inputs"]
+        real = batch.get("encoder_mask")
+        key_mask = (jnp.ones_like(inputs, bool) if real is None else real != 0)[:, None, None, :]
+        encoded = Stack(self.cfg, self.cfg.encoder_layers, encoder=True, name="encoder")(
+            embed(inputs), key_mask, deterministic)
+        return encoded, key_mask

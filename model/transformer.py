@@ -210,6 +210,18 @@ class Positions(NamedTuple):
         positions = jnp.arange(length)[None]
         return cls(positions, positions)
 
+    @classmethod
+    def decoding(cls, model: nn.Module, length: int, start=None) -> "Positions":
+        """Incremental decoding: a call's `length` tokens follow those of the calls before, which `model`
+        counts in its cache. start (batch,), optional: each left-padded row's first real slot; the row's
+        tokens then sit at positions 0, 1, ... and its padding at negative ones."""
+        filled = model.variable("cache", "filled", lambda: jnp.zeros((), jnp.int32))
+        start = jnp.zeros((1, 1), jnp.int32) if start is None else start[:, None]
+        slots = jnp.arange(model.cfg.max_len)[None]
+        where = cls(filled.value + jnp.arange(length)[None] - start, slots - start, filled.value)
+        filled.value = filled.value + length
+        return where
+
 
 def apply_rope(x, base: float, positions):
     """Rotary embeddings (Su et al. 2021) on x (batch, length, heads, head_dim) at positions (batch or 1, length)."""
@@ -280,7 +292,7 @@ def attention_mask(cfg: TransformerConfig, where: Positions, prefix_len=None):
 # --- sublayers ---------------------------------------------------------------
 
 class Attention(nn.Module):
-    """Multi-head (grouped-query) attention; cross-attention when given a context to attend to.
+    """Multi-head (grouped-query) attention; with cross=True, cross-attention to a context (the encoder's output).
 
     inner_std / out_std: init std of the value projection and of the output projection
     (see Block); queries and keys always start at init_std.
@@ -288,19 +300,20 @@ class Attention(nn.Module):
     cfg: TransformerConfig
     inner_std: float
     out_std: float
+    cross: bool = False
 
     @nn.compact
     def __call__(self, x, mask, bias, where: Optional[Positions] = None, context=None):
         cfg = self.cfg
-        source = x if context is None else context
         q = dense(cfg, (cfg.n_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "query")(x)
-        k = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "key")(source)
-        v = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "value",
-                  std=self.inner_std)(source)
-        if cfg.position == "rope" and context is None:  # encoder and decoder positions are not comparable
-            q, k = apply_rope(q, cfg.rope_base, where.query), apply_rope(k, cfg.rope_base, where.query)
-        if context is None and where.cache_index is not None:
-            k, v = self.cached(k, v, where.cache_index)
+        if self.cross:
+            k, v = self.context_keys_values(context, where)
+        else:
+            k, v = self.keys_values(x)
+            if cfg.position == "rope":  # self-attention only: encoder and decoder positions are not comparable
+                q, k = apply_rope(q, cfg.rope_base, where.query), apply_rope(k, cfg.rope_base, where.query)
+            if where.cache_index is not None:
+                k, v = self.cached(k, v, where.cache_index)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
         # Grouped-query attention is native here: n_heads must be a multiple of kv heads.
@@ -308,6 +321,25 @@ class Attention(nn.Module):
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "out", contract=(-2, -1),
                      std=self.out_std)(out)
+
+    def keys_values(self, source):
+        cfg = self.cfg
+        k = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "key")(source)
+        v = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "value",
+                  std=self.inner_std)(source)
+        return k, v
+
+    def context_keys_values(self, context, where: Optional[Positions]):
+        """Cross-attention's keys and values. Decoding, the first call computes them from the context and
+        caches them; the later calls give no context (None) and read them back."""
+        if where is None or where.cache_index is None:
+            return self.keys_values(context)
+        if context is None:
+            return self.get_variable("cache", "keys"), self.get_variable("cache", "values")
+        k, v = self.keys_values(context)
+        self.put_variable("cache", "keys", k)
+        self.put_variable("cache", "values", v)
+        return k, v
 
     def cached(self, k, v, index):
         """Incremental decoding: this call's keys and values go into the cache from slot `index` on,
@@ -427,7 +459,8 @@ def deepnorm_constants(cfg: TransformerConfig, encoder: bool) -> tuple[float, fl
 
 
 class Block(nn.Module):
-    """Self-attention, cross-attention (given a context), then the MLP or the experts, each a residual branch.
+    """Self-attention, cross-attention (given context_mask: the context positions it may see), then the MLP or
+    the experts, each a residual branch. Decoding, the context is given on the first call only (see Attention).
 
     norm_position: 'pre' x + f(norm(x)); 'post' norm(x + f(x)); 'sandwich' (CogView)
     x + norm(f(norm(x))); 'deepnorm' (DeepNet) norm(alpha x + f(x)), with the value,
@@ -447,9 +480,9 @@ class Block(nn.Module):
         out_std = inner_std if cfg.norm_position == "deepnorm" else cfg.init_std / math.sqrt(2 * self.depth)
         branch = dict(cfg=cfg, inner_std=inner_std, out_std=out_std)
         sublayers = [lambda h: Attention(**branch, name="attention")(h, mask, bias, where)]
-        if context is not None:
-            sublayers.append(lambda h: Attention(**branch, name="cross_attention")(h, context_mask, None,
-                                                                                   context=context))
+        if context_mask is not None:
+            sublayers.append(lambda h: Attention(**branch, cross=True, name="cross_attention")(
+                h, context_mask, None, where, context))
         if self.moe:
             sublayers.append(lambda h: MoeMlp(**branch, name="moe")(h, deterministic))
         else:
@@ -579,13 +612,8 @@ class Transformer(nn.Module):
         cfg = self.cfg
         tokens = batch["inputs"]
         embed = token_embedding(cfg)
-        where = Positions.of(tokens.shape[1])
-        if decode:
-            filled = self.variable("cache", "filled", lambda: jnp.zeros((), jnp.int32))
-            start = batch.get("start", jnp.zeros(tokens.shape[0], jnp.int32))[:, None]
-            slots = jnp.arange(cfg.max_len)[None]
-            where = Positions(filled.value + jnp.arange(tokens.shape[1])[None] - start, slots - start, filled.value)
-            filled.value = filled.value + tokens.shape[1]
+        length = tokens.shape[1]
+        where = Positions.decoding(self, length, batch.get("start")) if decode else Positions.of(length)
         mask = attention_mask(cfg, where, batch.get("prefix_len"))
         x = Stack(cfg, cfg.n_layers, name="decoder")(embed(tokens), mask, deterministic, where=where)
         return output_logits(cfg, embed, x)
