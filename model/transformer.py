@@ -34,6 +34,7 @@ NORM_POSITIONS = ("pre", "post", "sandwich", "deepnorm")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5_bias")
 ATTENTION_MASKS = ("causal", "prefix")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's; None: jax chooses
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -66,6 +67,7 @@ class TransformerConfig:
     dropout: float = 0.0
     attention_mask: str = "causal"
     dtype: str = "float32"
+    attention_implementation: Optional[str] = None  # 'cudnn': cuDNN's fused attention (NVIDIA GPUs, bf16)
     remat: bool = False  # recompute each block's activations in the backward pass
     # Stack the layers' parameters and run them under one nn.scan (MaxText, t5x): XLA compiles one
     # layer (one group of moe_every layers for a mixture of experts) instead of each of them.
@@ -88,6 +90,10 @@ class TransformerConfig:
         _check_choice("position", self.position, POSITIONS)
         _check_choice("attention_mask", self.attention_mask, ATTENTION_MASKS)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("attention_implementation", self.attention_implementation, ATTENTION_IMPLEMENTATIONS)
+        if self.attention_implementation == "cudnn" and jax.default_backend() != "gpu":
+            raise ValueError(f"TransformerConfig.attention_implementation = 'cudnn' needs an NVIDIA GPU; "
+                             f"jax runs on {jax.default_backend()}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "num_experts", "moe_top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TransformerConfig.{name} must be positive, got {getattr(self, name)}")
@@ -317,7 +323,7 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
         # Grouped-query attention is native here: n_heads must be a multiple of kv heads.
-        out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=cfg.attention_implementation)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "out", contract=(-2, -1),
                      std=self.out_std)(out)

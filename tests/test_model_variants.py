@@ -103,6 +103,9 @@ def test_embed_grad_shrink_keeps_the_forward_and_scales_the_embedding_gradient()
     ({"moe_every": 1, "num_experts": 2, "moe_top_k": 3}, "moe_top_k"),
     ({"capacity_factor": 0.0}, "capacity_factor"),
     ({"moe_aux_loss_weight": -1.0}, "moe_aux_loss_weight"),
+    ({"attention_implementation": "flash"}, "attention_implementation"),
+    pytest.param({"attention_implementation": "cudnn"}, "attention_implementation",
+                 marks=pytest.mark.skipif(jax.default_backend() == "gpu", reason="refused only without a GPU")),
 ])
 def test_bad_options_fail_with_one_line_naming_the_field(options, field):
     with pytest.raises(ValueError) as error:
