@@ -48,8 +48,9 @@ from scaling import cli, laws
 from scaling.bootstrap import bootstrap_counts, percentile_intervals
 from scaling.identification import diagnose
 from scaling.inputs import ACCOUNTING, canonical_order, load_results, positive_arrays
-from scaling.optimize import polish, single_threaded
-from scaling.projection import Parametrisation, best_local_minima, log_huber, nnls, polish_best
+from scaling.optimize import single_threaded
+from scaling.projection import (Parametrisation, best_local_minima, log_huber, nnls, polish_best,
+                                polish_best_of)
 from scaling.result import FitResult
 
 MULTIPLE_CHOICE_SCORES = ("acc", "acc_norm", "acc_per_token")
@@ -270,17 +271,8 @@ def _fit_accuracy(parametrisation, loss, score, w, starts, data_fit=None):
     candidates = list(_accuracy_starts(parametrisation, loss, score, w, starts))
     if data_fit is not None:
         candidates = [data_fit, *candidates]
-    consts = (parametrisation.matrix, parametrisation.base)
-    scale = 1.0 / (SCORE_SCALE**2 * float(np.sum(w)))
-    best_free, best_value = None, np.inf
-    for start in candidates:
-        free, value = polish(_squared_error, parametrisation.to_free(start), consts, (loss, score), w,
-                             parametrisation.free_bounds, scale)
-        if value < best_value:
-            best_free, best_value = free, value
-    if best_free is None:
-        raise RuntimeError("the fit diverged from every start")
-    return parametrisation.to_full(best_free), best_free, best_value
+    return polish_best_of(_squared_error, parametrisation, candidates, (parametrisation.matrix, parametrisation.base),
+                          (loss, score), w, 1.0 / (SCORE_SCALE**2 * float(np.sum(w))))
 
 
 def _accuracy_result(parametrisation, theta, n_points, **kw):

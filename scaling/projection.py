@@ -157,7 +157,13 @@ def polish_best(law, parametrisation, starts, points, weights, delta):
     """
     objective = log_huber_objective(laws.mapped(law))
     consts = (np.asarray(delta), parametrisation.matrix, parametrisation.base)
-    scale = 1.0 / (delta * float(np.sum(weights)))
+    return polish_best_of(objective, parametrisation, starts, consts, points, weights,
+                          1.0 / (delta * float(np.sum(weights))))
+
+
+def polish_best_of(objective, parametrisation, starts, consts, points, weights, scale):
+    """The best of converged polishes of objective(free theta, *consts, points, weights) from each
+    full-parameter start: (full theta, free theta, value)."""
     best_free, best_value = None, np.inf
     for start in starts:
         free, value = polish(objective, parametrisation.to_free(start), consts, points, weights,
