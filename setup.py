@@ -36,6 +36,7 @@ setup(
     extras_require={
         "gpu": ["jax[cuda12]>=0.4.35,<0.13"],
         "tpu": ["jax[tpu]>=0.4.35,<0.13"],
+        "torch": ["torch>=2.4"],
         "lm_eval": ["lm-eval>=0.4"],
         "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "dev": ["pytest>=8", "matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10",
