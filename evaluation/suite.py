@@ -3,6 +3,7 @@
     TaskSuite.tasks = ('arithmetic_mc', 'gcide_definition')  # evaluation/offline_tasks.TASK_NAMES
     TaskSuite.items = 200  # per task; an offline task has at most its clean candidates
     TaskSuite.shots = 3
+    TaskSuite.chain_of_thought = False  # exemplars with their rationales (generation tasks that have them)
     TaskSuite.every = 0  # steps between scorings; 0: with the final eval only
 
 The items are built once, when the run starts (offline tasks from the run's own corpus, held out
@@ -26,6 +27,7 @@ class TaskSuite:
     tasks: tuple = ()
     items: int = 200
     shots: int = 0
+    chain_of_thought: bool = False
     seed: int = 0  # the items of built-in tasks, the offline tasks' choices, the shots' draws
     every: int = 0
 
@@ -43,8 +45,8 @@ class TaskSuite:
         """Each task's prompted items (context with its shots), from the run's data.loader.Data."""
         from evaluation.offline_tasks import build_task
         from evaluation.tasks import with_shots
-        return {name: with_shots(build_task(name, data, self.items, self.seed), self.shots, self.seed)
-                for name in self.tasks}
+        return {name: with_shots(build_task(name, data, self.items, self.seed), self.shots, self.seed,
+                                 self.chain_of_thought) for name in self.tasks}
 
 
 def score_suite(model, params, tokenizer, prompted: dict[str, list[dict]], shots: int) -> tuple[dict, float]:

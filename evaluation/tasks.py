@@ -16,7 +16,10 @@ KV cache) up to a stop string and scored by exact match of the stripped text. Ev
 its standard error over items and with chance: the mean of 1 / choices (0 for exact match).
 
 k-shot prompts put k other items of the task (drawn with the seed, never the item itself) before
-each, with their answers, separated by blank lines. Built-in tasks are made here, deterministically
+each, with their answers, separated by blank lines. With chain of thought (`--chain_of_thought`, for
+generation items that carry a "rationale"), each exemplar shows its rationale, then " The answer is"
+and its answer; the model's generation is scored on what follows the last " The answer is" in it
+(Wei et al. 2022). Built-in tasks are made here, deterministically
 from their seed: `arithmetic` (generation) and `arithmetic_mc` (four choices), 2- to 5-digit
 addition and subtraction, the probe of emergence in GPT-3 (Brown et al. 2020, sec. 3.9.1).
 """
@@ -73,24 +76,57 @@ def answer(item: dict) -> str:
     return item["choices"][item["gold"]] if "choices" in item else item["target"]
 
 
-def with_shots(items: list[dict], shots: int, seed: int) -> list[dict]:
-    """Each item with `shots` others (seeded draws, never itself) and their answers before its context."""
+ANSWER_MARK = " The answer is"  # chain of thought: what precedes the answer after a rationale
+
+
+def with_shots(items: list[dict], shots: int, seed: int, chain_of_thought: bool = False) -> list[dict]:
+    """Each item with `shots` others (seeded draws, never itself) and their answers before its context;
+    with chain_of_thought, each exemplar's rationale before its answer, and the item marked to be
+    scored on the answer after its own rationale."""
     if shots and shots >= len(items):
         raise ValueError(f"{shots} shots need more than {len(items)} items")
+    if chain_of_thought and not all("target" in item and item.get("rationale") for item in items):
+        raise ValueError("chain of thought needs generation items that each carry a 'rationale'")
     rng = np.random.default_rng(seed)
     out = []
     for i, item in enumerate(items):
         others = [j for j in range(len(items)) if j != i]
         exemplars = [items[j] for j in rng.choice(others, shots, replace=False)] if shots else []
-        prompt = "".join(f"{e['context']}{answer(e)}\n\n" for e in exemplars)
-        out.append({**item, "context": prompt + item["context"]})
+        shown = (lambda e: f" {e['rationale']}{ANSWER_MARK}{e['target']}") if chain_of_thought else answer
+        prompt = "".join(f"{e['context']}{shown(e)}\n\n" for e in exemplars)
+        out.append({**item, "context": prompt + item["context"], **({"chain_of_thought": True} if chain_of_thought
+                                                                      else {})})
     return out
+
+
+def generated_answer(item: dict, text: str) -> str:
+    """The part of a generation that is scored: up to the first stop string, and after a chain of
+    thought only what follows its last ANSWER_MARK ("" if it never gave one)."""
+    for stop in item.get("stop", []):
+        text = text.split(stop)[0]
+    if item.get("chain_of_thought"):
+        text = text.rpartition(ANSWER_MARK)[2] if ANSWER_MARK in text else ""
+    return text.strip()
 
 
 # --- a built-in task ---------------------------------------------------------------
 
+def arithmetic_rationale(a: int, b: int, plus: bool) -> str:
+    """a plus (minus) b worked one place value of b at a time, largest first: the steps a chain of
+    thought shows before the answer."""
+    word, sign = ("plus", 1) if plus else ("minus", -1)
+    steps, running = [], a
+    for place in range(len(str(b)) - 1, -1, -1):
+        part = (b // 10 ** place % 10) * 10 ** place
+        if part:
+            running += sign * part
+            steps.append(f"{word} {part} is {running}")
+    return f"{a} " + ", then ".join(steps) + "."
+
+
 def arithmetic(n_items: int, seed: int, multiple_choice: bool) -> list[dict]:
-    """Addition and subtraction of 2- to 5-digit numbers, the digits drawn per item."""
+    """Addition and subtraction of 2- to 5-digit numbers, the digits drawn per item; generation items
+    carry a rationale for chain-of-thought prompts."""
     rng = np.random.default_rng(seed)
     items = []
     for _ in range(n_items):
@@ -105,7 +141,7 @@ def arithmetic(n_items: int, seed: int, multiple_choice: bool) -> list[dict]:
             order = rng.permutation(4)
             item.update(choices=[f" {choices[k]}" for k in order], gold=int(np.argmin(order)))
         else:
-            item.update(target=f" {result}", stop=["\n"])
+            item.update(target=f" {result}", stop=["\n"], rationale=arithmetic_rationale(a, b, plus))
         items.append(item)
     return items
 
@@ -163,8 +199,10 @@ def _mean_and_se(values) -> dict:
     return {"mean": float(values.mean()), "se": se}
 
 
-def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16, batch_size: int = 16) -> dict:
-    """The task's scores over its items (see the module's docstring), with chance."""
+def score(model, params, tokenizer, items: list[dict], max_new_tokens: int | None = None,
+          batch_size: int = 16) -> dict:
+    """The task's scores over its items (see the module's docstring), with chance. max_new_tokens
+    (generation items): default 16, or 96 to leave room for a chain of thought."""
     if "choices" in items[0]:
         pairs = [(item["context"], choice) for item in items for choice in item["choices"]]
         scored = iter(continuation_logprobs(model, params, tokenizer, pairs, batch_size))
@@ -182,6 +220,7 @@ def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16,
         return {"items": len(items), "acc": _mean_and_se(acc), "acc_norm": _mean_and_se(acc_norm),
                 "acc_per_token": _mean_and_se(acc_token), "bpb": _mean_and_se(bits), "chance": float(np.mean(chance))}
     from evaluation.generate import generate
+    max_new_tokens = max_new_tokens or (96 if items[0].get("chain_of_thought") else 16)
     keep = model.cfg.max_len - max_new_tokens  # prompt tokens kept (cut from the left), room left to answer
     if keep < 2:
         raise ValueError(f"{max_new_tokens} new tokens leave no room for a prompt within max_len {model.cfg.max_len}")
@@ -194,10 +233,7 @@ def score(model, params, tokenizer, items: list[dict], max_new_tokens: int = 16,
             return any(s in tokenizer.decode(tokens) for s in chunk[row].get("stop", []))
         for item, tokens in zip(chunk, generate(model, params, prompts, max_new_tokens, stop=stop,
                                                 eos_id=tokenizer.eos_id)):
-            text = tokenizer.decode(tokens)
-            for s in item.get("stop", []):
-                text = text.split(s)[0]
-            matches.append(text.strip() == item["target"].strip())
+            matches.append(generated_answer(item, tokenizer.decode(tokens)) == item["target"].strip())
     # The target's bits per byte too: the smooth measure beside exact match's all or nothing.
     scored = continuation_logprobs(model, params, tokenizer, [(item["context"], item["target"]) for item in items])
     bits = [-logprob / math.log(2) / len(item["target"].encode()) for (logprob, _), item in zip(scored, items)]
@@ -212,6 +248,8 @@ def _main(argv: list[str]) -> int:
     source.add_argument("--task", choices=offline_tasks.TASK_NAMES, help="a built-in or offline task")
     source.add_argument("--task_file", help="a JSONL task")
     parser.add_argument("--shots", type=cli.whole_number(0), default=0)
+    parser.add_argument("--chain_of_thought", action="store_true",
+                        help="exemplars show their rationale before the answer (generation items with one)")
     parser.add_argument("--items", type=cli.whole_number(1), default=200, help="items of a --task (at most)")
     parser.add_argument("--seed", type=int, default=0, help="a --task's items and the shots' draws")
     args = parser.parse_args(argv)
@@ -224,8 +262,9 @@ def _main(argv: list[str]) -> int:
         from data import loader
         data = loader.load(loader.DataConfig()) if args.task in offline_tasks.OFFLINE_TASKS else None
         items = offline_tasks.build_task(args.task, data, args.items, args.seed)
-    prompted = with_shots(items, args.shots, args.seed)
-    result = {"task": args.task or args.task_file, "shots": args.shots, "step": step,
+    prompted = with_shots(items, args.shots, args.seed, args.chain_of_thought)
+    result = {"task": args.task or args.task_file, "shots": args.shots, "chain_of_thought": args.chain_of_thought,
+              "step": step,
               **score(model, params, tokenizer, prompted)}
     print(json.dumps(result, indent=1))
     return 0

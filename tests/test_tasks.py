@@ -91,6 +91,65 @@ def test_shots_are_other_items_drawn_with_the_seed():
         assert all(e in [i["context"] + i["target"] for i in items] for e in exemplars)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_arithmetic_rationales_are_correct_steps_to_the_answer(seed):
+    """Each step of a rationale checked by evaluating it here; the last step's value is the answer."""
+    for item in tasks.arithmetic(60, seed, False):
+        a, op, b = re.match(r"Q: What is (\d+) (plus|minus) (\d+)\?", item["context"]).groups()
+        rationale = item["rationale"]
+        assert rationale.startswith(f"{a} ") and rationale.endswith(".")
+        running, parts = int(a), []
+        for word, part, value in re.findall(r"(plus|minus) (\d+) is (-?\d+)", rationale):
+            assert word == op
+            running = running + int(part) if op == "plus" else running - int(part)
+            assert running == int(value)
+            parts.append(int(part))
+        assert sum(parts) == int(b) and all(len(str(p).rstrip("0")) == 1 for p in parts)  # a digit each
+        assert running == int(item["target"])
+
+
+def test_chain_of_thought_shows_rationales_and_scores_the_final_answer():
+    items = tasks.arithmetic(12, 0, False)
+    prompted = tasks.with_shots(items, 2, seed=4, chain_of_thought=True)
+    plain = tasks.with_shots(items, 2, seed=4)
+    for item, cot, direct in zip(items, prompted, plain):
+        assert cot["chain_of_thought"] and "chain_of_thought" not in direct
+        exemplars = cot["context"][:-len(item["context"])].split("\n\n")[:-1]
+        assert len(exemplars) == 2
+        for exemplar in exemplars:
+            source = next(i for i in items if exemplar.startswith(i["context"]))
+            assert exemplar == f"{source['context']} {source['rationale']}{tasks.ANSWER_MARK}{source['target']}"
+    item = prompted[0]
+    truth = item["target"].strip()
+    assert tasks.generated_answer(item, f" 1 plus 2 is 3.{tasks.ANSWER_MARK} {truth}\nQ: next") == truth
+    assert tasks.generated_answer(item, f" {truth}") == ""  # no answer given after a chain of thought
+    assert tasks.generated_answer(plain[0], f" {truth}\nmore") == truth
+    with pytest.raises(ValueError, match="rationale"):
+        tasks.with_shots(tasks.arithmetic(12, 0, True), 2, seed=0, chain_of_thought=True)
+
+
+def test_chain_of_thought_exact_match_reads_the_answer_after_the_rationale(small_model, monkeypatch):
+    """score() with a stand-in decoder that answers every other item right, after a rationale."""
+    model, params, tokenizer = small_model
+    items = tasks.with_shots(tasks.arithmetic(8, 1, False), 1, seed=0, chain_of_thought=True)
+    right = [i % 2 == 0 for i in range(len(items))]
+    seen = []
+
+    def stand_in(model, params, prompts, max_new_tokens, stop=None, eos_id=None):  # one batch of every item
+        seen.append(max_new_tokens)
+        assert len(prompts) == len(items)
+        texts = [f" {item['rationale']}{tasks.ANSWER_MARK}{item['target'] if ok else ' 0'}\n"
+                 for item, ok in zip(items, right)]
+        return [tokenizer.encode([text])[0] for text in texts]
+    monkeypatch.setattr("evaluation.generate.generate", stand_in)
+    model = build_model(TransformerConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=1, n_heads=4,
+                                          d_ff=64, max_len=128))
+    params = model.init(jax.random.PRNGKey(3), {"inputs": jnp.zeros((1, 8), jnp.int32)})["params"]
+    result = tasks.score(model, params, tokenizer, items, batch_size=len(items))
+    assert seen == [96]  # room for the chain of thought
+    assert result["exact_match"]["mean"] == pytest.approx(np.mean(right))
+
+
 @pytest.mark.parametrize("line, problem", [('{"choices": ["a", "b"], "gold": 0}', "context"),
                                            ('{"context": "x", "choices": ["a"], "gold": 0}', "choices"),
                                            ('{"context": "x", "choices": ["a", "b"], "gold": 2}', "gold"),
