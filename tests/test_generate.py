@@ -125,6 +125,18 @@ def test_too_long_a_request_is_refused():
         generate(model, params, [[1] * 20], 10)
 
 
+def _generate_twice(workdir, prompts: list[str], new_tokens: int):
+    """evaluation.generate's command line run twice on a trained run: (first, second) results."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, main_env
+    command = [sys.executable, "-m", "evaluation.generate", f"--workdir={workdir}",
+               *[f"--prompt={p}" for p in prompts], f"--max_new_tokens={new_tokens}"]
+    return [subprocess.run(command, cwd=REPO, env=main_env(), capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+
+
 @pytest.mark.slow  # two generate subprocesses; tests/test_tasks.py loads a trained run in-process
 def test_the_command_line_samples_from_a_trained_run(tiny_corpus, tmp_path):
     import subprocess
@@ -133,14 +145,12 @@ def test_the_command_line_samples_from_a_trained_run(tiny_corpus, tmp_path):
     from tests.conftest import REPO, TINY_MODEL, main_env, run_main
     workdir = tmp_path / "run"
     assert run_main(workdir, tiny_corpus + TINY_MODEL + ["TrainConfig.train_steps = 3"]).returncode == 0
-    command = [sys.executable, "-m", "evaluation.generate", f"--workdir={workdir}", "--prompt=def ",
-               "--prompt=The module", "--max_new_tokens=5"]
-    first, second = (subprocess.run(command, cwd=REPO, env=main_env(), capture_output=True, text=True, timeout=300)
-                     for _ in range(2))
+    first, second = _generate_twice(workdir, ["def ", "The module"], 5)
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout  # greedy: the same samples every time
     assert first.stdout.count("(step 3) ---") == 2 and "tokens/s" in first.stderr
-    missing = subprocess.run([*command[:3], f"--workdir={tmp_path / 'none'}", "--prompt=x"], cwd=REPO,
+    missing = subprocess.run([sys.executable, "-m", "evaluation.generate", f"--workdir={tmp_path / 'none'}",
+                              "--prompt=x"], cwd=REPO,
                              env=main_env(), capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'none'} holds no run (no config.gin)"]
@@ -261,19 +271,13 @@ def test_sentinels_are_written_as_t5_extra_ids():
 
 @pytest.mark.slow  # trains an encoder-decoder and samples from it in subprocesses
 def test_the_command_line_samples_from_a_trained_encoder_decoder_run(tiny_corpus, tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO, SENTINELS, TINY_MODEL, main_env, run_main
+    from tests.conftest import SENTINELS, TINY_MODEL, run_main
     workdir = tmp_path / "run"
     bindings = TINY_MODEL + ["TransformerConfig.architecture = 'encoder_decoder'",
                              f"TransformerConfig.vocab_size = {512 + SENTINELS}", "TrainConfig.train_steps = 3"]
     result = run_main(workdir, tiny_corpus + bindings)
     assert result.returncode == 0, result.stderr
-    command = [sys.executable, "-m", "evaluation.generate", f"--workdir={workdir}", "--prompt=def f(x): return x",
-               "--prompt=The module", "--max_new_tokens=6"]
-    first, second = (subprocess.run(command, cwd=REPO, env=main_env(), capture_output=True, text=True, timeout=300)
-                     for _ in range(2))
+    first, second = _generate_twice(workdir, ["def f(x): return x", "The module"], 6)
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout  # greedy: the same samples every time
     assert first.stdout.count("(step 3) ---") == 2 and "tokens/s" in first.stderr

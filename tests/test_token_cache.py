@@ -5,19 +5,18 @@ import os
 import numpy as np
 import pytest
 
-from data import sources
 from data.pipeline import PackedBatches
 from data.tokenizer import tokenized_documents, train_tokenizer
 
 
 @pytest.fixture(scope="module")
-def docs():
-    return [d for _, d in zip(range(80), sources.iter_documents("python_stdlib"))]
+def docs(stdlib_text):
+    return stdlib_text[1]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(docs, tmp_path_factory):
-    return train_tokenizer((d["text"] for d in docs), str(tmp_path_factory.mktemp("t") / "m.model"), 400)
+def tokenizer(stdlib_text):
+    return stdlib_text[0]
 
 
 def test_each_document_holds_its_tokens_and_eos(docs, tokenizer, tmp_path):
@@ -69,5 +68,5 @@ def test_the_cache_is_read_back_and_rebuilt_when_cut_short_or_retrained(docs, to
 
 def test_a_cache_of_other_documents_is_refused(docs, tokenizer, tmp_path):
     tokenized = tokenized_documents(tokenizer, lambda: (d["text"] for d in docs[:10]), str(tmp_path), "train")
-    with pytest.raises(ValueError, match="10 tokenized documents for 80"):
+    with pytest.raises(ValueError, match="10 tokenized documents for 40"):
         PackedBatches(docs, tokenizer, 32, 4, tokenized=tokenized)
