@@ -55,6 +55,19 @@ def test_below_the_window_the_one_layer_shapes_go_on_narrower():
     assert (shape.name, shape.n_heads, shape.params) == ("d8l1", 1, 8984)
 
 
+def test_min_layers_keeps_every_size_at_that_depth_or_deeper():
+    """With min_layers = 2 the narrow end goes on with two-layer shapes, counted on their own trees,
+    and larger targets still never get smaller models; at the top the ladder is unchanged."""
+    shallow, deep = Ladder(accounting="chinchilla"), Ladder(accounting="chinchilla", min_layers=2)
+    shapes = [deep.shape(target, base(1024)) for target in np.geomspace(5e3, 3e6, 30)]
+    assert all(shape.n_layers >= 2 for shape in shapes)
+    assert [s.params for s in shapes] == sorted(s.params for s in shapes)
+    smallest = deep.shape(1e4, base(1024))  # width 8: 8,192 embedding, 2 layers of 784 (attention 256, MLP 512, norms 16), a final norm
+    assert (smallest.name, smallest.params) == ("d8l2", 8 * 1024 + 2 * (4 * 64 + 2 * 8 * 32 + 2 * 8) + 8)
+    for target in random_targets(1e6, 1e7, 5, seed=3):
+        assert deep.shape(target, base(1024)) == shallow.shape(target, base(1024))
+
+
 def test_the_reported_n_is_the_count_of_the_model_built_from_the_shape():
     """Independently of the ladder's abstract counts: initialise the model for real and count its tree."""
     for accounting_name, key, target in [("chinchilla", "params_total", 1.3e5), ("kaplan", "params_nonembedding", 4e4)]:
@@ -74,10 +87,16 @@ def test_head_count_is_a_divisor_nearest_the_head_width_that_the_base_allows():
 
 
 @pytest.mark.parametrize("field, value", [("aspect_ratio", 0), ("head_dim", -1), ("mlp_ratio", 0.0),
-                                          ("width_multiple", 0), ("max_layers", 0), ("accounting", "bytes")])
+                                          ("width_multiple", 0), ("max_layers", 0), ("min_layers", 0),
+                                          ("accounting", "bytes")])
 def test_bad_ladder_fields_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Ladder(**{field: value})
+
+
+def test_min_layers_above_max_layers_is_refused():
+    with pytest.raises(ValueError, match="min_layers = 5 is above Ladder.max_layers = 4"):
+        Ladder(min_layers=5, max_layers=4)
 
 
 def test_a_sweep_asks_for_sizes_by_n_and_trains_each_for_a_ratio_of_tokens(tiny_corpus):

@@ -5,9 +5,9 @@
 - d_model is a multiple of `width_multiple`, d_ff = mlp_ratio * d_model, and n_heads is
   d_model / head_dim rounded (in log) to a divisor of d_model that the base model accepts (an
   even head width under RoPE, a multiple of n_kv_heads), at least 1;
-- the shapes considered have 1 to `max_layers` layers and an aspect ratio d_model / n_layers within
-  a factor 2 of `aspect_ratio` (Kaplan et al. 2020 found the loss nearly flat over such a range).
-  Below the smallest of them the one-layer shapes go on narrower, and above the largest the
+- the shapes considered have `min_layers` to `max_layers` layers and an aspect ratio d_model / n_layers
+  within a factor 2 of `aspect_ratio` (Kaplan et al. 2020 found the loss nearly flat over such a range).
+  Below the smallest of them the `min_layers` shapes go on narrower, and above the largest the
   `max_layers` shapes go on wider: where no shape's aspect ratio is within the factor, the
   nearest aspect ratio a model of that size can have;
 - of those, the shape whose N is nearest the target in log wins (ties: nearer aspect ratio,
@@ -61,13 +61,18 @@ class Ladder:
     mlp_ratio: float = 4.0  # d_ff = mlp_ratio * d_model
     width_multiple: int = 8  # d_model is a multiple of it
     max_layers: int = 24
+    # Kaplan et al. (2020, fig. 6) found that models of fewer than two layers fall off the trend that
+    # deeper ones share; min_layers = 2 keeps a sweep's smallest sizes on it.
+    min_layers: int = 1
     accounting: Optional[str] = None  # 'chinchilla' or 'kaplan'; None: the sweep's (Sweep.accounting)
 
     def __post_init__(self):
         from scaling.inputs import ACCOUNTING
-        for name in ("aspect_ratio", "head_dim", "mlp_ratio", "width_multiple", "max_layers"):
+        for name in ("aspect_ratio", "head_dim", "mlp_ratio", "width_multiple", "min_layers", "max_layers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Ladder.{name} must be positive, got {getattr(self, name)!r}")
+        if self.min_layers > self.max_layers:
+            raise ValueError(f"Ladder.min_layers = {self.min_layers} is above Ladder.max_layers = {self.max_layers}")
         if self.accounting is not None and self.accounting not in ACCOUNTING:
             raise ValueError(f"Ladder.accounting = {self.accounting!r} is not one of {list(ACCOUNTING)}")
 
@@ -98,7 +103,7 @@ class Ladder:
         """The shape for a target N (see the module's docstring), its N counted on its parameter tree."""
         if not target_params > 0:
             raise ValueError(f"Ladder: a target parameter count must be positive, got {target_params!r}")
-        first_layer = max(1, base.moe_every)  # a mixture of experts needs moe_every layers at least
+        first_layer = max(self.min_layers, base.moe_every)  # a mixture of experts needs moe_every layers at least
         layers = np.arange(first_layer, max(first_layer, self.max_layers) + 1)[:, None]
         # N >= d_model^2 (the query projection alone), so wider shapes overshoot every target.
         widest = self.width_multiple * math.ceil(2 * math.sqrt(target_params) / self.width_multiple + 1)
