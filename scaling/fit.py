@@ -23,6 +23,7 @@ import numpy as np
 from scaling import cli
 from scaling.cli import InputError
 from scaling.inputs import arrays_from_rows, fit_rows, load_results
+from scaling.isoflop import exponent_gap
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
 
 FIXABLE = ("E", "alpha", "beta")
@@ -84,6 +85,22 @@ def _constraints(args):
     return {"fixed": fixed, "tie_exponents": args.tie_exponents}
 
 
+def _accounting_gap(data, bootstrap, lines):
+    """Approach 2's a under the Kaplan accounting minus a under Chinchilla's, with a paired interval."""
+    k, c = data["kaplan"], data["chinchilla"]
+    try:
+        gap = exponent_gap(k["N"], c["N"], c["D"], c["loss"], c["budget"], bootstrap=bootstrap)
+    except ValueError as err:
+        lines.append(f"accounting gap (Approach 2): not fitted: {err}")
+        return None
+    interval = gap["interval"]
+    within = (f" [{interval[0]:.4g}, {interval[1]:.4g}] (paired bootstrap, {gap['replicates']} of {bootstrap} "
+              f"resamples usable; {gap['at_or_below_zero']:.1%} of them <= 0)" if interval
+              else " (no usable bootstrap resample)")
+    lines.append(f"accounting gap (Approach 2): a_kaplan - a_chinchilla = {gap['gap']:.4g}{within}")
+    return gap
+
+
 def _main(argv):
     parser = cli.ArgumentParser(prog="python -m scaling.fit", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl")
@@ -111,6 +128,8 @@ def _main(argv):
         fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
                          weight_by_se=args.weight_by_se, chinchilla_options=constraints)
         result["fits"][acc] = _report(acc, arrays, fits, lines)
+    if args.accounting == "both" and args.bootstrap and "budget" in data["kaplan"]:
+        result["accounting_gap"] = _accounting_gap(data, args.bootstrap, lines)
     out = Path(args.out) if args.out else Path(args.results).with_name("fits.json")
     cli.write_json(out, result)
     print("\n".join(lines))

@@ -213,3 +213,38 @@ def fit_isoflop(N, D, loss, budget, bootstrap=0, level=0.95, seed=0, window=WIND
         counts = bootstrap_counts(len(N), bootstrap, seed, groups=budget)
         fit.set_intervals([_fit(*args, c * w, window, min_each_side) for c in counts], level)
     return fit
+
+
+def exponent_gap(N, N_other, D, loss, budget, bootstrap=200, level=0.95, seed=0, window=WINDOW,
+                 weights=None, min_each_side=MIN_EACH_SIDE):
+    """a(N) - a(N_other) of Approach 2 for one set of runs counted two ways (e.g. non-embedding
+    against all parameters), with a paired bootstrap interval: each resample of the runs (within
+    budgets) is fitted in both counts, so the interval is the difference's own, narrower than two
+    marginal intervals side by side when the two a's move together.
+
+    Returns {'gap', 'interval', 'a', 'a_other', 'replicates', 'at_or_below_zero'}: the last is the
+    fraction of usable resamples whose gap is <= 0. Replicates where either count has fewer than two
+    bracketed budgets are left out.
+    """
+    arrays = dict(N=N, N_other=N_other, D=D, loss=loss, budget=budget)
+    if weights is not None:
+        arrays["weights"] = weights
+    N, N_other, D, loss, budget, *rest = positive_arrays(min_points=6, **arrays)
+    order = canonical_order(budget, N, N_other, D, loss)
+    N, N_other, D, loss, budget = (x[order] for x in (N, N_other, D, loss, budget))
+    w = rest[0][order] if rest else np.ones(len(N))
+
+    def exponents(weight):
+        fits = [_fit(n, D, loss, budget, weight, window, min_each_side) for n in (N, N_other)]
+        return None if None in fits else (fits[0].a, fits[1].a)
+
+    point = exponents(w)
+    if point is None:
+        raise ValueError("need at least two budgets whose loss has an interior minimum in N, in both counts")
+    gaps = [pair[0] - pair[1] for pair in (exponents(c * w) for c in
+                                          bootstrap_counts(len(N), bootstrap, seed, groups=budget))
+            if pair is not None]
+    tail = 50.0 * (1.0 - level)
+    return {"gap": point[0] - point[1], "a": point[0], "a_other": point[1], "replicates": len(gaps),
+            "interval": [float(np.percentile(gaps, tail)), float(np.percentile(gaps, 100 - tail))] if gaps else None,
+            "at_or_below_zero": float(np.mean(np.array(gaps) <= 0)) if gaps else None}

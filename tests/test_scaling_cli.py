@@ -132,3 +132,14 @@ def test_command_line_entry_point_reports_bad_input_without_traceback(tmp_path):
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1
         assert "Traceback" not in proc.stderr
+
+
+def test_both_accountings_report_approach_2s_gap_with_a_paired_interval(fitted, capsys):
+    results, out = fitted
+    assert main([str(results), "--bootstrap", "8"]) == 0
+    assert "accounting gap (Approach 2): a_kaplan - a_chinchilla = " in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    a = {acc: written["fits"][acc]["isoflop"]["estimates"]["a"] for acc in ("kaplan", "chinchilla")}
+    gap = written["accounting_gap"]
+    assert gap["gap"] == pytest.approx(a["kaplan"] - a["chinchilla"], abs=1e-9)
+    assert gap["interval"][0] <= gap["interval"][1] and gap["replicates"] <= 8
