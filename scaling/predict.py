@@ -2,6 +2,7 @@
 
     python -m scaling.predict DIR/results.jsonl --flops C [--accounting chinchilla|kaplan]
         [--bootstrap K] [--out prediction.json]
+    python -m scaling.predict DIR/results.jsonl --backtest [--flops C] ...
 
 C counts FLOPs as 6 N D with the accounting's N (the sweep's nominal budgets).
 For each approach the table gives N_opt, D_opt and the loss predicted there,
@@ -12,6 +13,12 @@ each with its percentile bootstrap interval:
 - Approach 2: N_opt and D_opt from the power laws through the IsoFLOP minima,
   and the loss from a power law in C through the minima's losses (Approach 2
   has no L(N, D) of its own).
+
+`--backtest` asks the sweep's own budgets first, before any larger run is paid for: each budget
+with two or more below it is predicted from the runs of the budgets below it alone, and set
+against the minimum of its own IsoFLOP parabola (the loss of its best run where the parabola has
+no interior vertex). Errors of one sign that grow with the step say the laws miss a bend in the
+loss's fall, which a prediction beyond the largest budget then inherits.
 
 A sweep with `Sweep.verify_factor` trains the Approach 3 optimum at a budget
 beyond its largest and records this prediction beside what it measured
@@ -24,7 +31,8 @@ import sys
 import numpy as np
 
 from scaling import cli
-from scaling.inputs import load_results
+from scaling.inputs import arrays_from_rows, fit_rows, load_results
+from scaling.isoflop import budget_profile
 from scaling.powerlaw import fit_power_law
 from scaling.sweep_fits import LABELS, fit_sweep
 
@@ -96,6 +104,65 @@ def predicted_loss(rows, N, D, accounting="chinchilla", bootstrap=200, seed=0, l
                           N, D, level)
 
 
+def backtest(rows, accounting="chinchilla", bootstrap=0, seed=0, level=0.95, min_budgets=2):
+    """Each budget predicted from the budgets below it (see the module's docstring).
+
+    Returns one dict per budget with at least `min_budgets` budgets below it: `budget`,
+    `fitted_runs`, `measured` and `measured_from` ('vertex' or 'best run'), and `approaches`:
+    {approach: {loss, interval, error, inside}}, error = (measured - predicted) / predicted.
+    """
+    rows = fit_rows(rows)
+    arrays = arrays_from_rows(rows, accounting)
+    if "budget" not in arrays:
+        raise ValueError("a backtest needs the rows' IsoFLOP budgets, and these rows carry none")
+    budgets = np.unique(arrays["budget"])
+    if len(budgets) <= min_budgets:
+        raise ValueError(f"a backtest needs more than {min_budgets} budgets, these rows have {len(budgets)}")
+    out = []
+    for budget in budgets[min_budgets:]:
+        at = arrays["budget"] == budget
+        profile = budget_profile(arrays["N"][at], arrays["D"][at], arrays["loss"][at], budget)
+        measured = profile.loss_opt if profile.interior else float(arrays["loss"][at].min())
+        below = [row for row, b in zip(rows, arrays["budget"]) if b < budget]
+        approaches = {}
+        for law, entry in predict(below, budget, accounting, bootstrap, seed, level).items():
+            if entry.get("loss") is None:
+                approaches[law] = {"error": None, "why": entry.get("error", "no loss at this budget")}
+                continue
+            interval = entry["interval"]
+            approaches[law] = {"loss": entry["loss"], "interval": interval,
+                               "error": (measured - entry["loss"]) / entry["loss"],
+                               "inside": None if interval is None else bool(interval[0] <= measured <= interval[1])}
+        out.append({"budget": float(budget), "fitted_runs": len(below), "measured": float(measured),
+                    "measured_from": "vertex" if profile.interior else "best run", "approaches": approaches})
+    return out
+
+
+def backtest_report(steps, accounting, bootstrap):
+    laws = [law for law in APPROACHES if any(law in step["approaches"] for step in steps)]
+    lines = [f"backtest: each budget predicted from the budgets below it ({accounting} accounting; "
+             f"{bootstrap} bootstrap resamples, 95% intervals); error = (measured - predicted) / predicted",
+             f"{'budget':<9}{'fitted on':<11}{'measured':<20}" + "".join(f"{LABELS[law]:<28}" for law in laws)]
+    for step in steps:
+        cells = []
+        for law in laws:
+            entry = step["approaches"].get(law, {})
+            if entry.get("error") is None:
+                cells.append(f"{'n/a':<28}")
+                continue
+            where = "" if entry["inside"] is None else ", inside" if entry["inside"] else ", outside"
+            cells.append(f"{entry['loss']:.4f} ({100 * entry['error']:+.1f}%{where})".ljust(28))
+        measured = f"{step['measured']:.4f} ({step['measured_from']})"
+        lines.append(f"{step['budget']:<9.3g}{str(step['fitted_runs']) + ' runs':<11}{measured:<20}" + "".join(cells))
+    means = []
+    for law in laws:
+        errors = [step["approaches"][law]["error"] for step in steps
+                  if step["approaches"].get(law, {}).get("error") is not None]
+        means.append(f"{100 * np.mean(errors):+.1f}%".ljust(28) if errors else f"{'n/a':<28}")
+    lines.append(f"{'mean error':<40}" + "".join(means))
+    return "\n".join(lines)
+
+
 def _with_interval(value, interval, spec):
     if value is None:
         return "n/a"
@@ -120,17 +187,27 @@ def report(prediction, flops, accounting, bootstrap):
 def _main(argv):
     parser = cli.ArgumentParser(prog="python -m scaling.predict", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl")
-    parser.add_argument("--flops", type=float, required=True, help="the budget C = 6 N D to plan for")
+    parser.add_argument("--flops", type=float, help="the budget C = 6 N D to plan for")
+    parser.add_argument("--backtest", action="store_true",
+                        help="predict each budget from the budgets below it, against its own minimum")
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
     parser.add_argument("--bootstrap", type=cli.non_negative_int, default=200, metavar="K")
     parser.add_argument("--out", help="also write the prediction as JSON here")
     args = parser.parse_args(argv)
-    if not args.flops > 0 or not np.isfinite(args.flops):
+    if args.flops is None and not args.backtest:
+        raise cli.InputError("give --flops C (the budget to predict), --backtest, or both")
+    if args.flops is not None and not (args.flops > 0 and np.isfinite(args.flops)):
         raise cli.InputError(f"--flops must be a positive number, got {args.flops}")
-    prediction = predict(load_results(args.results), args.flops, args.accounting, args.bootstrap)
+    rows = load_results(args.results)
+    steps = backtest(rows, args.accounting, args.bootstrap) if args.backtest else None
+    prediction = None if args.flops is None else predict(rows, args.flops, args.accounting, args.bootstrap)
     if args.out:
-        cli.write_json(args.out, {"flops": args.flops, "accounting": args.accounting, "prediction": prediction})
-    print(report(prediction, args.flops, args.accounting, args.bootstrap))
+        cli.write_json(args.out, {"flops": args.flops, "accounting": args.accounting, "prediction": prediction,
+                                  **({"backtest": steps} if args.backtest else {})})
+    if steps is not None:
+        print(backtest_report(steps, args.accounting, args.bootstrap))
+    if prediction is not None:
+        print(report(prediction, args.flops, args.accounting, args.bootstrap))
     return 0
 
 

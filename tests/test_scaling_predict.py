@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from scaling.predict import main, predict, predicted_loss
+from scaling.predict import backtest, main, predict, predicted_loss
 
 LAW = dict(E=1.9, A=520.0, B=1700.0, alpha=0.31, beta=0.37)
 
@@ -20,14 +20,15 @@ def true_optimum(C):
     return sizes[i], C / (6 * sizes[i])
 
 
-def isoflop_rows(noise=0.002, seed=0):
+def isoflop_rows(noise=0.002, seed=0, budgets=(1e18, 4e18, 1.6e19, 6.4e19), steps=np.arange(-3, 4),
+                 loss_of=law_loss, optimum=None):
     rng = np.random.default_rng(seed)
     rows = []
-    for budget in (1e18, 4e18, 1.6e19, 6.4e19):
-        n_star, _ = true_optimum(budget)
-        for n in n_star * 2.0 ** np.arange(-3, 4):
+    for budget in budgets:
+        n_star, _ = (optimum or true_optimum)(budget)
+        for n in n_star * 2.0 ** steps:
             tokens = budget / (6 * n)
-            loss = law_loss(n, tokens) * np.exp(rng.normal(0.0, noise))
+            loss = loss_of(n, tokens) * np.exp(rng.normal(0.0, noise))
             rows.append({"run": f"n{n:.3g}_C{budget:.0e}", "config": {}, "budget": budget,
                          "params_total": n, "params_nonembedding": n, "tokens": tokens,
                          "flops_kaplan": 6 * n * tokens, "flops_chinchilla": 6 * n * tokens,
@@ -81,9 +82,105 @@ def test_command_line_prints_the_table_and_fails_cleanly(tmp_path, capsys):
         assert label in table
     assert json.loads(out.read_text())["prediction"]["chinchilla"]["N_opt"] > 0
     for args, problem in (([str(path), "--flops", "-1"], "positive"),
-                          ([str(path)], "--flops"),
+                          ([str(path)], "--flops C"),
                           ([str(path), "--flops", "1e20", "--bootstrap", "-2"], "at least 0"),
                           ([str(tmp_path / "none.jsonl"), "--flops", "1e20"], "not found")):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and problem in err, err
+
+
+def random_law(rng):
+    E, alpha, beta = rng.uniform(1.5, 2.5), rng.uniform(0.25, 0.45), rng.uniform(0.25, 0.45)
+    A, B = np.exp(rng.uniform(np.log(100), np.log(2000), 2))
+    return lambda N, D: E + A / N**alpha + B / D**beta
+
+
+def brute_force_optimum(loss_of, C):
+    """(N, D, loss) at the optimum along C = 6 N D of any loss surface, by a fine grid over N."""
+    sizes = np.geomspace(1e4, 1e13, 200_001)
+    losses = loss_of(sizes, C / (6 * sizes))
+    i = np.argmin(losses)
+    return sizes[i], C / (6 * sizes[i]), losses[i]
+
+
+BUDGETS = tuple(1e18 * 4.0 ** np.arange(5))
+
+
+def test_a_backtest_of_a_true_law_finds_each_budgets_optimum_and_small_errors():
+    """Random laws, 5 budgets, sizes 2x apart around each optimum: each budget's measured minimum is its
+    true optimal loss, and Approach 3, the law's own form, fitted on the budgets below predicts it within
+    1%. Approach 2's trend, a power law in C without an irreducible term, can only over-predict the fall of
+    a loss that flattens towards E: its errors are positive, up to the noise."""
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        loss_of = random_law(rng)
+        optimum = lambda C: brute_force_optimum(loss_of, C)[:2]  # noqa: E731
+        rows = isoflop_rows(noise=0.002, seed=int(rng.integers(1000)), budgets=BUDGETS, steps=np.arange(-2, 3),
+                            loss_of=loss_of, optimum=optimum)
+        steps = backtest(rows, bootstrap=0)
+        assert [step["budget"] for step in steps] == list(BUDGETS[2:])
+        for step in steps:
+            assert step["measured_from"] == "vertex"
+            assert step["measured"] == pytest.approx(brute_force_optimum(loss_of, step["budget"])[2], rel=0.005)
+            assert step["fitted_runs"] == 5 * BUDGETS.index(step["budget"])
+            assert abs(step["approaches"]["chinchilla"]["error"]) < 0.01, step
+            assert step["approaches"]["isoflop"]["error"] > -0.003, step
+
+
+def test_a_backtest_measures_with_its_own_parabola():
+    """The measured minimum is the vertex of a parabola in ln N through the budget's own runs
+    (numpy's polyfit here, independent of scaling.isoflop), whatever the order of the rows."""
+    rows = isoflop_rows(budgets=BUDGETS[:4], steps=np.arange(-2, 3))
+    shuffled = [rows[i] for i in np.random.default_rng(3).permutation(len(rows))]
+    steps = backtest(shuffled, bootstrap=0)
+    for step, in_order in zip(steps, backtest(rows, bootstrap=0), strict=True):
+        assert step["measured"] == pytest.approx(in_order["measured"], rel=1e-12)
+        for law, entry in step["approaches"].items():
+            assert entry["loss"] == pytest.approx(in_order["approaches"][law]["loss"], rel=1e-9), law
+        own = [r for r in rows if r["budget"] == step["budget"]]
+        c2, c1, c0 = np.polyfit(np.log([r["params_total"] for r in own]), [r["final_eval_loss"] for r in own], 2)
+        assert step["measured"] == pytest.approx(c0 - c1**2 / (4 * c2), rel=1e-9)
+
+
+def test_a_backtest_flags_a_loss_that_falls_faster_than_the_laws_allow():
+    """A surface whose fall steepens with compute (a random law times a factor that drops by a growing
+    amount per budget): every approach predicts each budget too high, and more so the further the bend
+    has gone. This is the signature the CPU sweeps show."""
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        base, bend = random_law(rng), rng.uniform(0.01, 0.02)
+        loss_of = lambda N, D: base(N, D) * np.exp(-bend * np.log(6 * N * D / BUDGETS[0]) ** 2 / np.log(4) ** 2)  # noqa: E731
+        optimum = lambda C: brute_force_optimum(loss_of, C)[:2]  # noqa: E731
+        rows = isoflop_rows(noise=0.001, seed=1, budgets=BUDGETS, steps=np.arange(-2, 3), loss_of=loss_of,
+                            optimum=optimum)
+        steps = backtest(rows, bootstrap=0)
+        for law in ("chinchilla", "isoflop"):
+            errors = [step["approaches"][law]["error"] for step in steps]
+            assert all(e < -0.005 for e in errors), (law, errors)
+
+
+def test_backtest_intervals_and_the_command_line(tmp_path, capsys):
+    rows = isoflop_rows(budgets=BUDGETS[:4], steps=np.arange(-2, 3))
+    steps = backtest(rows, bootstrap=20)
+    for step in steps:
+        entry = step["approaches"]["chinchilla"]
+        assert entry["interval"][0] < entry["loss"] < entry["interval"][1]
+        assert entry["inside"] == (entry["interval"][0] <= step["measured"] <= entry["interval"][1])
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "backtest.json"
+    assert main([str(path), "--backtest", "--bootstrap", "5", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "backtest: each budget predicted from the budgets below it" in table and "mean error" in table
+    written = json.loads(out.read_text())
+    assert [step["budget"] for step in written["backtest"]] == list(BUDGETS[2:4]) and written["prediction"] is None
+    no_budget = tmp_path / "no_budget.jsonl"
+    no_budget.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "budget"}) + "\n" for r in rows))
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(json.dumps(r) + "\n" for r in rows if r["budget"] < BUDGETS[2]))
+    for args, problem in (([str(path)], "--backtest"), ([str(no_budget), "--backtest"], "budgets"),
+                          ([str(two), "--backtest"], "more than 2 budgets")):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and problem in err, err
