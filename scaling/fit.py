@@ -22,7 +22,7 @@ import numpy as np
 
 from scaling import cli
 from scaling.cli import InputError
-from scaling.inputs import arrays_from_rows, fit_rows, load_results
+from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning
 from scaling.isoflop import exponent_gap
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
 
@@ -124,6 +124,10 @@ def _main(argv):
     if args.weight_by_se and "loss_se" not in data[accountings[0]]:
         raise InputError("--weight_by_se: some row has no final_eval_loss_se")
     lines, result = [], {"results": str(args.results), "fits": {}}
+    mixed = mixed_data_warning(rows)
+    if mixed:
+        lines.append(f"warning: {mixed}")
+        result["warnings"] = [mixed]
     for acc, arrays in data.items():
         fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
                          weight_by_se=args.weight_by_se, chinchilla_options=constraints)

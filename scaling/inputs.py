@@ -89,6 +89,28 @@ def load_results(path):
     return rows
 
 
+def mixed_data_warning(rows):
+    """A warning when the rows' runs were trained on different data, else None.
+
+    Runs read the same data when their tokenizers (trained on the corpus) and their corpora's token
+    counts agree. The corpus fingerprint is not compared: it hashes the shards' bytes, which differ
+    between builds of the same text (the committed CPU sweep's 3e13 runs have another than its smaller
+    budgets', with the same tokenizer, counts and unigram loss). A corpus built from a machine's own
+    files (the Python standard library, Debian's documentation) changes with their versions, so a
+    sweep that spans machines or sessions can mix corpora; its losses are then not one experiment's.
+    """
+    groups = {}
+    for row in rows:
+        key = (row.get("tokenizer_fingerprint"), row.get("corpus_train_tokens"))
+        if None not in key:
+            groups.setdefault(key, []).append(row.get("run", "?"))
+    if len(groups) < 2:
+        return None
+    parts = [f"{len(runs)} with tokenizer {tokenizer} and {tokens:,} train tokens (e.g. {runs[0]})"
+             for (tokenizer, tokens), runs in sorted(groups.items(), key=lambda item: -len(item[1]))]
+    return f"these runs were trained on {len(groups)} different corpora: {'; '.join(parts)}"
+
+
 def fit_rows(rows):
     """The rows a fit uses: all but a sweep's verification runs, which are held out to test predictions."""
     return [r for r in rows if r.get("role") != "verification"]

@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 from scaling import cli
-from scaling.inputs import arrays_from_rows, fit_rows, load_results
+from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning
 from scaling.isoflop import budget_profile
 from scaling.powerlaw import fit_power_law
 from scaling.sweep_fits import LABELS, fit_sweep
@@ -199,6 +199,9 @@ def _main(argv):
     if args.flops is not None and not (args.flops > 0 and np.isfinite(args.flops)):
         raise cli.InputError(f"--flops must be a positive number, got {args.flops}")
     rows = load_results(args.results)
+    mixed = mixed_data_warning(rows)
+    if mixed:
+        print(f"warning: {mixed}")
     steps = backtest(rows, args.accounting, args.bootstrap) if args.backtest else None
     prediction = None if args.flops is None else predict(rows, args.flops, args.accounting, args.bootstrap)
     if args.out:

@@ -143,3 +143,27 @@ def test_both_accountings_report_approach_2s_gap_with_a_paired_interval(fitted, 
     gap = written["accounting_gap"]
     assert gap["gap"] == pytest.approx(a["kaplan"] - a["chinchilla"], abs=1e-9)
     assert gap["interval"][0] <= gap["interval"][1] and gap["replicates"] <= 8
+
+
+def test_runs_trained_on_different_corpora_are_named_and_one_corpus_is_not(tmp_path, capsys):
+    """Rows carry their tokenizer's fingerprint and their corpus's train tokens: one pair of them says
+    nothing; two (a sweep continued on a machine whose corpus came out otherwise) warn, in any order of
+    the rows, naming how many runs each has. A corpus fingerprint alone differing does not warn: it
+    hashes shard bytes, which differ between builds of the same text."""
+    rows = sweep_rows()
+    for i, row in enumerate(rows):
+        row.update(tokenizer_fingerprint="aaaa", corpus_train_tokens=34_540_743, corpus_fingerprint=f"bytes{i % 2}")
+    same = write_rows(tmp_path / "same.jsonl", rows)
+    assert main([str(same), "--accounting", "chinchilla", "--out", str(tmp_path / "same.json")]) == 0
+    assert "different corpora" not in capsys.readouterr().out
+    for row in rows[:5]:
+        row.update(tokenizer_fingerprint="bbbb", corpus_train_tokens=34_542_351)
+    shuffled = [rows[i] for i in np.random.default_rng(1).permutation(len(rows))]
+    mixed = write_rows(tmp_path / "mixed.jsonl", shuffled)
+    out = tmp_path / "mixed.json"
+    assert main([str(mixed), "--accounting", "chinchilla", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    expected = (f"warning: these runs were trained on 2 different corpora: {len(rows) - 5} with tokenizer aaaa "
+                f"and 34,540,743 train tokens")
+    assert expected in table and "; 5 with tokenizer bbbb and 34,542,351 train tokens" in table, table
+    assert json.loads(out.read_text())["warnings"][0] in table

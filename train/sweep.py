@@ -42,6 +42,7 @@ import sys
 import threading
 
 import cli
+from scaling.inputs import mixed_data_warning
 from train import sweep_design, sweep_plan
 from train.sweep_design import compact
 from train.loop import RUNNER_PID
@@ -72,6 +73,9 @@ def describe(plan, workdir: str, results: Results) -> None:
           f"{total:.3g} training FLOPs in all (Chinchilla accounting)")
     for line in decisions(plan):
         print(line)
+    mixed = mixed_data_warning(results.rows.values())
+    if mixed:
+        print(f"warning: {mixed}")
     sources = {rule.binding: rule.source for rule in plan.rules if getattr(rule, "source", "")}
 
     def cited(binding: str) -> str:
