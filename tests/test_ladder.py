@@ -26,39 +26,62 @@ def random_targets(low: float, high: float, count: int, seed: int) -> np.ndarray
 
 @pytest.mark.parametrize("vocab_size", VOCABS)
 @pytest.mark.parametrize("accounting_name", ["chinchilla", "kaplan"])
-def test_shapes_are_near_the_target_at_the_target_aspect_ratio(vocab_size, accounting_name):
-    """Within 15% of the target wherever a width step of 8 changes N by less than 30%: from 3e4 on (2e4
-    for non-embedding N). Below that the one-layer widths 8, 16, 24, ... are the only sizes there are."""
+def test_shapes_are_near_the_target_at_the_target_aspect_ratio_with_heads_head_dim_wide(vocab_size, accounting_name):
+    """Within 25% of the target wherever the widths, 16 apart, and the depths of the aspect-ratio window
+    leave no wider gap: from 5e4 on (3e5 for an 8192-piece vocabulary counted whole, where one layer
+    holds 8192 d embedding parameters). Every head is head_dim wide."""
     ladder = Ladder(accounting=accounting_name)
-    low = {"chinchilla": 3e4, "kaplan": 2e4}[accounting_name]
-    # With an 8192-piece vocabulary one-layer models hold 8192 d parameters: start where two layers fit.
-    low = max(low, 3e5) if vocab_size == 8192 and accounting_name == "chinchilla" else low
+    low = 3e5 if vocab_size == 8192 and accounting_name == "chinchilla" else 5e4
     for target in random_targets(low, 1e7, 10, seed=vocab_size):
         shape = ladder.shape(target, base(vocab_size))
-        assert abs(shape.params / target - 1) <= 0.15, (target, shape)
+        assert abs(shape.params / target - 1) <= 0.25, (target, shape)
         assert 0.5 <= shape.d_model / shape.n_layers / ladder.aspect_ratio <= 2.0, (target, shape)
-        assert shape.d_model % ladder.width_multiple == 0 and shape.d_model % shape.n_heads == 0
+        assert shape.d_model == shape.n_heads * ladder.head_dim, shape
         assert shape.d_ff == 4 * shape.d_model
-        assert abs(math.log(shape.d_model / shape.n_heads / ladder.head_dim)) <= math.log(2)
+
+
+def test_the_ladder_before_exact_head_widths_is_kept_for_its_sweeps():
+    """exact_head_dim = False steps widths by width_multiple and rounds the head count (the committed
+    sweeps before 2026-12-05 were planned so): the shapes those sweeps trained come back."""
+    old = Ladder(accounting="chinchilla", exact_head_dim=False, min_layers=2)
+    shapes = {s.name: s for s in (old.shape(t, base(1024)) for t in (1e4, 4.5e5, 1.8e6))}
+    assert {name: (s.n_heads, s.params) for name, s in shapes.items()} == {
+        "d8l2": (1, 9768), "d88l4": (4, 462616), "d184l4": (23, 1815160)}  # results/isoflop_cpu_2decades/results.jsonl
+
+
+def test_head_width_is_exact_for_any_head_dim_and_width_multiple():
+    """Random head widths (even, for RoPE) and width multiples: every shape's heads are head_dim wide
+    and its width a multiple of both."""
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        head_dim, multiple = 2 * int(rng.integers(2, 17)), int(rng.integers(1, 13))
+        ladder = Ladder(accounting="kaplan", head_dim=head_dim, width_multiple=multiple)
+        for target in random_targets(3e4, 3e6, 4, seed=int(rng.integers(1000))):
+            shape = ladder.shape(target, base(512))
+            assert shape.d_model % multiple == 0 and shape.d_model == shape.n_heads * head_dim, (head_dim, multiple, shape)
 
 
 def test_larger_targets_never_get_smaller_models():
-    ladder = Ladder(accounting="chinchilla")
-    counts = [ladder.shape(target, base(1024)).params for target in np.geomspace(3e3, 3e6, 40)]
-    assert counts == sorted(counts) and len(set(counts)) > 20
+    for exact in (True, False):
+        ladder = Ladder(accounting="chinchilla", exact_head_dim=exact)
+        counts = [ladder.shape(target, base(1024)).params for target in np.geomspace(3e3, 3e6, 40)]
+        assert counts == sorted(counts) and len(set(counts)) > 15
 
 
 def test_below_the_window_the_one_layer_shapes_go_on_narrower():
-    """Nothing in the aspect-ratio window is as small as 1e4 parameters with a 1024-piece vocabulary
-    (the narrowest, d16l1, has 19,504): the ladder gives the nearest in N of the narrower one-layer shapes."""
-    shape = Ladder(accounting="chinchilla").shape(1e4, base(1024))
+    """Nothing in the aspect-ratio window is as small as 1e4 parameters with a 1024-piece vocabulary:
+    the ladder gives the nearest in N of the narrower one-layer shapes, the narrowest whose heads are
+    16 wide (d16l1, 19,504), or with widths 8 apart, d8l1 (8,984)."""
+    assert Ladder(accounting="chinchilla").shape(1e4, base(1024)).name == "d16l1"
+    shape = Ladder(accounting="chinchilla", exact_head_dim=False).shape(1e4, base(1024))
     assert (shape.name, shape.n_heads, shape.params) == ("d8l1", 1, 8984)
 
 
 def test_min_layers_keeps_every_size_at_that_depth_or_deeper():
     """With min_layers = 2 the narrow end goes on with two-layer shapes, counted on their own trees,
     and larger targets still never get smaller models; at the top the ladder is unchanged."""
-    shallow, deep = Ladder(accounting="chinchilla"), Ladder(accounting="chinchilla", min_layers=2)
+    shallow = Ladder(accounting="chinchilla", exact_head_dim=False)
+    deep = Ladder(accounting="chinchilla", min_layers=2, exact_head_dim=False)
     shapes = [deep.shape(target, base(1024)) for target in np.geomspace(5e3, 3e6, 30)]
     assert all(shape.n_layers >= 2 for shape in shapes)
     assert [s.params for s in shapes] == sorted(s.params for s in shapes)

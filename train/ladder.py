@@ -2,9 +2,13 @@
 
 `Ladder.shape(N, base)` gives the decoder shape (d_model, n_layers, n_heads, d_ff) for the target:
 
-- d_model is a multiple of `width_multiple`, d_ff = mlp_ratio * d_model, and n_heads is
-  d_model / head_dim rounded (in log) to a divisor of d_model that the base model accepts (an
-  even head width under RoPE, a multiple of n_kv_heads), at least 1;
+- d_model is a multiple of `width_multiple` and of `head_dim` (`exact_head_dim`, the default), so
+  that every shape has n_heads = d_model / head_dim heads of the same width, d_ff = mlp_ratio * d_model.
+  The head count is d_model / head_dim rounded (in log) to a divisor of d_model that the base model
+  accepts (an even head width under RoPE, a multiple of n_kv_heads), at least 1: exactly
+  d_model / head_dim where the base allows it. With exact_head_dim = False widths step by
+  width_multiple alone and the rounding decides the head width (the ladder before 2026-12-05: at
+  head_dim 16 and width_multiple 8 its shapes had heads 8 to 22 wide, e.g. d184 as 23 heads of 8);
 - the shapes considered have `min_layers` to `max_layers` layers and an aspect ratio d_model / n_layers
   within a factor 2 of `aspect_ratio` (Kaplan et al. 2020 found the loss nearly flat over such a range).
   Below the smallest of them the `min_layers` shapes go on narrower, and above the largest the
@@ -64,6 +68,10 @@ class Ladder:
     # Kaplan et al. (2020, fig. 6) found that models of fewer than two layers fall off the trend that
     # deeper ones share; min_layers = 2 keeps a sweep's smallest sizes on it.
     min_layers: int = 1
+    # Every head head_dim wide, so that a sweep's sizes differ in width and depth only: on the CPU sweep's
+    # d64l4 at 1e13 FLOPs, 8 heads of 8 instead of 4 of 16 lowered the eval loss by 0.046 and 2 of 32
+    # raised it by 0.056 (results/isoflop_cpu_ablation/), as much as a size step near a budget's optimum.
+    exact_head_dim: bool = True
     accounting: Optional[str] = None  # 'chinchilla' or 'kaplan'; None: the sweep's (Sweep.accounting)
 
     def __post_init__(self):
@@ -75,6 +83,11 @@ class Ladder:
             raise ValueError(f"Ladder.min_layers = {self.min_layers} is above Ladder.max_layers = {self.max_layers}")
         if self.accounting is not None and self.accounting not in ACCOUNTING:
             raise ValueError(f"Ladder.accounting = {self.accounting!r} is not one of {list(ACCOUNTING)}")
+
+    @property
+    def width_step(self) -> int:
+        """The step between the widths the ladder considers."""
+        return math.lcm(self.width_multiple, self.head_dim) if self.exact_head_dim else self.width_multiple
 
     def config(self, base, d_model: int, n_layers: int):
         """The base model config with this ladder's shape of width d_model and depth n_layers."""
@@ -106,8 +119,9 @@ class Ladder:
         first_layer = max(self.min_layers, base.moe_every)  # a mixture of experts needs moe_every layers at least
         layers = np.arange(first_layer, max(first_layer, self.max_layers) + 1)[:, None]
         # N >= d_model^2 (the query projection alone), so wider shapes overshoot every target.
-        widest = self.width_multiple * math.ceil(2 * math.sqrt(target_params) / self.width_multiple + 1)
-        widths = np.arange(self.width_multiple, widest + 1, self.width_multiple)[None, :]
+        step = self.width_step
+        widest = step * math.ceil(2 * math.sqrt(target_params) / step + 1)
+        widths = np.arange(step, widest + 1, step)[None, :]
         aspect = widths / layers
         considered = np.abs(np.log(aspect / self.aspect_ratio)) <= math.log(ASPECT_TOLERANCE)
         considered |= (layers == layers[0]) & (aspect < self.aspect_ratio)
