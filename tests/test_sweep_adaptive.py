@@ -7,13 +7,14 @@ with its training replaced; one sweep trains for real, end to end.
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import gin
 import numpy as np
 import pytest
 
 from tests.conftest import rows, run_sweep, sweep_args
-from train import sweep, sweep_plan
+from train import sweep, sweep_design, sweep_plan
 from train.sweep_design import Placement
 
 ADAPTIVE = "sweeps/tiny_adaptive.gin"
@@ -143,7 +144,7 @@ def fake_prediction(monkeypatch, n_opt: float = 3e4):
                  "isoflop": {"error": "need at least two budgets whose loss has an interior minimum in N"}}
     calls = []
 
-    def predict(rows, flops, accounting="chinchilla", bootstrap=200, seed=0):
+    def predict(rows, flops, accounting="chinchilla", bootstrap=200, seed=0, level=0.95):
         calls.append(("predict", len(rows), flops, accounting, bootstrap))
         return at_budget
 
@@ -274,3 +275,34 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, binding
 def test_a_verification_run_needs_placement(tmp_path):
     result = run_sweep(*sweep_args(tmp_path / "sweep", ["Sweep.verify_factor = 4.0"], gin_file="sweeps/tiny.gin"))
     assert result.returncode == 2 and "Sweep.verify_factor" in result.stderr, result.stderr
+
+
+def test_the_prediction_carries_a_backtest_of_the_budgets_below_it(monkeypatch):
+    """Three budgets of runs on parabolas whose minima fall with ln C: the prediction written before the
+    verification run holds the backtest of the third budget from the two below it, measured at that
+    budget's true minimum (4.0 - 0.01 ln C, computed here) against what the fits (faked) predict, and
+    the plan prints it in one line. With two budgets there is nothing to backtest."""
+    _, at_budget = fake_prediction(monkeypatch)
+    results = []
+    for budget, n_star in ((5e7, 2e4), (1e8, 3e4), (2e8, 4.5e4)):
+        for params in n_star * 2.0 ** np.arange(-2, 3):
+            results.append({"run": f"n{params:.0f}_C{budget:g}", "budget": budget, "params_total": params,
+                            "tokens": budget / (6 * params), "flops_chinchilla": budget,
+                            "final_eval_loss": parabola(budget, params, n_star)})
+    verification = SimpleNamespace(name="v", params=7e4, tokens=8e8 / (6 * 7e4), budget=8e8)
+    place = lambda budget, targets, existing: [verification]  # noqa: E731
+    prediction = sweep_design.predict_verification(8e8, results, "chinchilla", 0, place)
+    step, = prediction["backtest"]
+    measured = 4.0 - 0.01 * math.log(2e8)
+    assert step["budget"] == 2e8 and step["fitted_runs"] == 10 and step["measured"] == pytest.approx(measured, abs=1e-9)
+    loss = at_budget["chinchilla"]["loss"]
+    assert step["approaches"]["chinchilla"]["error"] == pytest.approx((measured - loss) / loss)
+    assert step["approaches"]["isoflop"]["error"] is None  # the faked fits give Approach 2 no loss
+    plan = SimpleNamespace(budgets=[SimpleNamespace(budget=2e8, lines=[], done=False)], verify_budget=8e8,
+                           runs=[SimpleNamespace(name="v", budget=8e8, record={"role": "verification",
+                                                                               "prediction": prediction})])
+    line = sweep.decisions(plan)[-1]
+    assert line == ("backtest, each of C=2e8 predicted from the budgets below it (measured - predicted): "
+                    f"Approach 3 {(measured - loss) / loss:+.1%}; KM {(measured - 6.0) / 6.0:+.1%}; Approach 2 n/a")
+    two = sweep_design.predict_verification(8e8, [r for r in results if r["budget"] < 2e8], "chinchilla", 0, place)
+    assert "backtest" not in two and sweep_design.backtest_line(two) is None

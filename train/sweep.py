@@ -99,6 +99,9 @@ def decisions(plan) -> list[str]:
         lines.append(f"verification run {verification.name} at C={compact(verification.budget)} "
                      f"= {plan.verify_budget / max(b.budget for b in plan.budgets):g} x the largest budget: "
                      f"Approach 3's N_opt on the ladder (prediction in {PREDICTION})")
+        backtest = sweep_design.backtest_line(verification.record.get("prediction"))
+        if backtest:
+            lines.append(backtest)
     return lines
 
 

@@ -211,8 +211,10 @@ class PredictionError(Exception):
 def predict_verification(budget: float, rows: list[dict], accounting: str, bootstrap: int,
                          place: Callable) -> dict:
     """What the fits predict at `budget` (scaling.predict), for the run that tests it (Approach 3's N_opt
-    on the ladder, D = C / (6 N)): written to prediction.json before that run trains."""
-    from scaling.predict import predict, predicted_loss
+    on the ladder, D = C / (6 N)): written to prediction.json before that run trains. With more than two
+    budgets it carries their backtest too (scaling.predict.backtest): how well the same fits predicted
+    each budget from those below it, the evidence for or against the extrapolation before it is paid for."""
+    from scaling.predict import backtest, predict, predicted_loss
     at_budget = predict(rows, budget, accounting, bootstrap)
     approach_3 = at_budget.get("chinchilla", {})
     n_opt = approach_3.get("N_opt")
@@ -220,7 +222,27 @@ def predict_verification(budget: float, rows: list[dict], accounting: str, boots
         raise PredictionError(f"no compute-optimal N at C={compact(budget)} from Approach 3: "
                               f"{approach_3.get('error', f'N_opt = {n_opt}')}")
     run, = place(budget, [n_opt], [])
-    return {"budget": budget, "accounting": accounting, "bootstrap": bootstrap, "fitted_rows": len(rows),
-            "run": run.name, "N": run.params, "D": run.tokens,
-            "predicted_loss": predicted_loss(rows, run.params, run.tokens, accounting, bootstrap),
-            "predict": at_budget}
+    prediction = {"budget": budget, "accounting": accounting, "bootstrap": bootstrap, "fitted_rows": len(rows),
+                  "run": run.name, "N": run.params, "D": run.tokens,
+                  "predicted_loss": predicted_loss(rows, run.params, run.tokens, accounting, bootstrap),
+                  "predict": at_budget}
+    try:
+        prediction["backtest"] = backtest(rows, accounting, bootstrap)
+    except ValueError:  # two budgets or fewer: nothing to predict from below
+        pass
+    return prediction
+
+
+def backtest_line(prediction: dict) -> Optional[str]:
+    """The prediction's backtest in one line: each approach's errors, budget by budget."""
+    steps = (prediction or {}).get("backtest")
+    if not steps:
+        return None
+    from scaling.predict import APPROACHES
+    from scaling.sweep_fits import LABELS
+    parts = []
+    for law in APPROACHES:
+        errors = [step["approaches"].get(law, {}).get("error") for step in steps]
+        parts.append(f"{LABELS[law]} " + " ".join("n/a" if e is None else f"{e:+.1%}" for e in errors))
+    return (f"backtest, each of C={', '.join(compact(step['budget']) for step in steps)} predicted from the budgets "
+            f"below it (measured - predicted): {'; '.join(parts)}")
