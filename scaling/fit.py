@@ -111,10 +111,15 @@ def _main(argv):
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                         help="hold an Approach 3 parameter (E, alpha or beta) at a value; repeatable")
     parser.add_argument("--tie_exponents", action="store_true", help="Approach 3 with alpha = beta")
+    parser.add_argument("--run_sd", type=float, default=0.0, metavar="S",
+                        help="run-to-run spread of one configuration's loss (nats), measured on repeated runs: "
+                             "the lack-of-fit check counts it beside each run's eval SE (default 0)")
     parser.add_argument("--weight_by_se", action="store_true",
                         help="weight each run by 1/SE^2 of its eval loss (rows need final_eval_loss_se)")
     args = parser.parse_args(argv)
     constraints = _constraints(args)
+    if not (args.run_sd >= 0 and np.isfinite(args.run_sd)):
+        raise InputError(f"--run_sd must be a number of nats >= 0, got {args.run_sd}")
     rows = load_results(args.results)
     accountings = ["kaplan", "chinchilla"] if args.accounting == "both" else [args.accounting]
     data = {acc: arrays_from_rows(rows, acc) for acc in accountings}
@@ -130,7 +135,7 @@ def _main(argv):
         result["warnings"] = [mixed]
     for acc, arrays in data.items():
         fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
-                         weight_by_se=args.weight_by_se, chinchilla_options=constraints)
+                         weight_by_se=args.weight_by_se, chinchilla_options=constraints, run_sd=args.run_sd)
         result["fits"][acc] = _report(acc, arrays, fits, lines)
     if args.accounting == "both" and args.bootstrap and "budget" in data["kaplan"]:
         result["accounting_gap"] = _accounting_gap(data, args.bootstrap, lines)

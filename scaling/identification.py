@@ -84,20 +84,22 @@ def diagnose(names, theta, bounds, law, inputs, weights, messages=None):
 LACK_OF_FIT_P = 0.01
 
 
-def lack_of_fit(loss, predicted, loss_se, free_parameters):
+def lack_of_fit(loss, predicted, loss_se, free_parameters, run_sd=0.0):
     """How far a law's residuals exceed the noise of the points it was fitted to.
 
     chi2 = sum ((loss - predicted) / se)^2 over the points, against a chi-squared distribution
     with n - free_parameters degrees of freedom. se is each run's eval standard error over
-    documents: it leaves out seed-to-seed variation (which would make chi2 larger) and, the runs
-    sharing their eval documents, counts as independent what partly moves all points together
-    (which makes chi2 smaller). A p-value below LACK_OF_FIT_P says the law's form does not describe
+    documents and `run_sd`, the spread of one configuration's loss from run to run (seed, data
+    order), added in quadrature. The eval SE alone leaves that spread out, which makes chi2 larger
+    (0.11 nats between two seeds of one CPU sweep run: results/isoflop_cpu_ablation/); the runs
+    sharing their eval documents count as independent what partly moves all points together,
+    which makes it smaller. A p-value below LACK_OF_FIT_P says the law's form does not describe
     these points: identified or not, its extrapolations carry a bias that its intervals, built from
     the same residuals, do not show. Returns the statistics and a warning (or None).
     """
     from scipy import stats
     loss, predicted, loss_se = (np.asarray(x, float) for x in (loss, predicted, loss_se))
-    z = (loss - predicted) / loss_se
+    z = (loss - predicted) / np.sqrt(loss_se**2 + run_sd**2)
     dof = len(z) - free_parameters
     if dof < 1:
         return {"dof": dof}, None
@@ -109,7 +111,8 @@ def lack_of_fit(loss, predicted, loss_se, free_parameters):
            "max_abs_z": float(abs(z[worst])), "worst_point": worst}
     warning = None
     if p < LACK_OF_FIT_P:
-        warning = (f"lack of fit: residuals are {np.sqrt(chi2 / dof):.1f}x the points' eval standard errors "
+        noise = "eval standard errors" if run_sd == 0 else f"eval standard errors with a run-to-run spread of {run_sd:g}"
+        warning = (f"lack of fit: residuals are {np.sqrt(chi2 / dof):.1f}x the points' {noise} "
                    f"(chi2/dof {chi2 / dof:.3g}, p = {p:.2g}; the worst {abs(z[worst]):.1f} SE): the form does not "
                    f"describe these runs, and its extrapolations are biased beyond their intervals")
     return out, warning

@@ -59,12 +59,12 @@ def training_curves(rows, results_dir, accounting="chinchilla", smooth_fraction=
     return curves
 
 
-def se_weights(arrays):
-    """Per-run weights 1/SE^2 of the eval loss, scaled to average 1; None when the rows carry no SE."""
+def se_weights(arrays, run_sd=0.0):
+    """Per-run weights 1/(SE^2 + run_sd^2) of the eval loss, scaled to average 1; None when the rows carry no SE."""
     se = arrays.get("loss_se")
     if se is None:
         return None
-    w = 1.0 / se**2
+    w = 1.0 / (se**2 + run_sd**2)
     return w / w.mean()
 
 
@@ -77,17 +77,19 @@ def _attempt(fit, bootstrap):
 
 
 def fit_sweep(rows, accounting="chinchilla", bootstrap=0, seed=0, results_dir=None, laws=LAWS,
-              weight_by_se=False, chinchilla_options=None):
+              weight_by_se=False, chinchilla_options=None, run_sd=0.0):
     """{law: fit, or 'not fitted: why'} for every law in `laws` that the rows allow.
 
     results_dir: where each run's directory (with metrics.jsonl) lies, for
         Approach 1; None leaves it out.
     weight_by_se: weight each run by 1/SE^2 of its eval loss (needs final_eval_loss_se).
     chinchilla_options: constraints for Approach 3, e.g. {'fixed': {'E': 1.7}, 'tie_exponents': True}.
+    run_sd: the spread of one configuration's loss from run to run (seeds), measured on repeated runs:
+        the lack-of-fit check, and weight_by_se's weights, count it beside each run's eval SE.
     """
     arrays = arrays_from_rows(rows, accounting)
     N, D, C, loss = (arrays[k] for k in ("N", "D", "C", "loss"))
-    weights = se_weights(arrays) if weight_by_se else None
+    weights = se_weights(arrays, run_sd) if weight_by_se else None
     if weight_by_se and weights is None:
         raise ValueError("weight_by_se needs final_eval_loss_se in every row")
     common = dict(seed=seed, weights=weights)
@@ -118,18 +120,18 @@ def fit_sweep(rows, accounting="chinchilla", bootstrap=0, seed=0, results_dir=No
             out[law] = f"not fitted: {err}"
             continue
         if "loss_se" in arrays and law in ("chinchilla", "kaplan", "data_constrained"):
-            _check_fit(out[law], arrays, law)
+            _check_fit(out[law], arrays, law, run_sd)
     return out
 
 
-def _check_fit(fit, arrays, law) -> None:
+def _check_fit(fit, arrays, law, run_sd) -> None:
     """Adds the lack-of-fit statistics (and a warning, when the law misfits) to a law's diagnostics."""
     inputs = (arrays["N"], arrays["D"]) + ((arrays["unique_tokens"],) if law == "data_constrained" else ())
     diagnostics = fit.diagnostics
     if "free_parameters" not in diagnostics:  # a fit that failed before diagnosing
         return
     stats, warning = lack_of_fit(arrays["loss"], fit.predict(*inputs), arrays["loss_se"],
-                                 diagnostics["free_parameters"])
+                                 diagnostics["free_parameters"], run_sd)
     diagnostics["lack_of_fit"] = stats
     if warning:
         diagnostics["warnings"] = [*diagnostics["warnings"], warning]

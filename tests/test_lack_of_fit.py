@@ -62,3 +62,25 @@ def test_loud_when_the_runs_bend_away_from_one_power_law_in_n():
 def test_too_few_points_for_a_verdict():
     out, warning = lack_of_fit([3.0, 3.1], [3.0, 3.0], [0.01, 0.01], 5)
     assert warning is None and out["dof"] < 1
+
+
+def test_a_run_to_run_spread_counts_beside_the_eval_error():
+    """Random laws whose runs also scatter from seed to seed (0.02 nats, five times the eval SE): checked
+    against the eval SE alone nearly every fit is flagged; told the spread, the check is quiet again, and
+    its statistic is the quadrature sum written out here."""
+    rng = np.random.default_rng(3)
+    spread, flagged_alone, flagged_told, ratios = 0.02, 0, 0, []
+    for _ in range(20):
+        law = random_law(rng)
+        N, D = design(rng)
+        truth = law["E"] + law["A"] / N ** law["alpha"] + law["B"] / D ** law["beta"]
+        loss = truth + rng.normal(0, SE, len(N)) + rng.normal(0, spread, len(N))
+        fit = fit_chinchilla(N, D, loss)
+        predicted, se, k = fit.predict(N, D), np.full(len(N), SE), fit.diagnostics["free_parameters"]
+        flagged_alone += lack_of_fit(loss, predicted, se, k)[1] is not None
+        out, warning = lack_of_fit(loss, predicted, se, k, run_sd=spread)
+        flagged_told += warning is not None
+        ratios.append(out["chi2_per_dof"])
+        assert out["chi2"] == pytest.approx(np.sum((loss - predicted) ** 2 / (SE**2 + spread**2)))
+    assert flagged_alone >= 18 and flagged_told <= 2
+    assert 0.6 < np.median(ratios) < 1.5

@@ -167,3 +167,21 @@ def test_runs_trained_on_different_corpora_are_named_and_one_corpus_is_not(tmp_p
                 f"and 34,540,743 train tokens")
     assert expected in table and "; 5 with tokenizer bbbb and 34,542,351 train tokens" in table, table
     assert json.loads(out.read_text())["warnings"][0] in table
+
+
+def test_run_sd_reaches_the_lack_of_fit_check_and_bad_values_fail(tmp_path, capsys):
+    """The sweep's rows carry an eval SE of 0.002 and scatter by 0.002: a run-to-run spread of 0.05
+    leaves chi2/dof far below 1, which the fits' diagnostics report; a negative spread is refused."""
+    rows = [{**row, "final_eval_loss_se": 0.002} for row in sweep_rows()]
+    path = write_rows(tmp_path / "results.jsonl", rows)
+    out = tmp_path / "fits.json"
+    assert main([str(path), "--accounting", "chinchilla", "--run_sd", "0.05", "--out", str(out)]) == 0
+    capsys.readouterr()
+    told = json.loads(out.read_text())["fits"]["chinchilla"]["chinchilla"]["diagnostics"]["lack_of_fit"]
+    assert main([str(path), "--accounting", "chinchilla", "--out", str(out)]) == 0
+    capsys.readouterr()
+    alone = json.loads(out.read_text())["fits"]["chinchilla"]["chinchilla"]["diagnostics"]["lack_of_fit"]
+    assert told["chi2"] == pytest.approx(alone["chi2"] * 0.002**2 / (0.002**2 + 0.05**2))
+    assert main([str(path), "--run_sd", "-0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--run_sd" in err, err
