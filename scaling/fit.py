@@ -22,7 +22,7 @@ import numpy as np
 
 from scaling import cli
 from scaling.cli import InputError
-from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning
+from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning, replicate_spread
 from scaling.isoflop import exponent_gap
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
 
@@ -101,6 +101,16 @@ def _accounting_gap(data, bootstrap, lines):
     return gap
 
 
+def _spread_line(spread: dict) -> str:
+    if spread["source"] == "--run_sd":
+        return f"run-to-run spread: {spread['sd']:.4g} nats (--run_sd), counted beside each run's eval SE"
+    if spread["source"] == "replicates":
+        return (f"run-to-run spread: {spread['sd']:.4g} nats, pooled over {spread['configurations']} configurations "
+                f"trained with other seeds ({spread['dof']} dof), counted beside each run's eval SE")
+    return ("run-to-run spread: not measured (no configuration was trained with two seeds): the lack-of-fit "
+            "check counts each run's eval SE alone, and a seed's spread can exceed it many times")
+
+
 def _main(argv):
     parser = cli.ArgumentParser(prog="python -m scaling.fit", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl")
@@ -111,14 +121,15 @@ def _main(argv):
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                         help="hold an Approach 3 parameter (E, alpha or beta) at a value; repeatable")
     parser.add_argument("--tie_exponents", action="store_true", help="Approach 3 with alpha = beta")
-    parser.add_argument("--run_sd", type=float, default=0.0, metavar="S",
-                        help="run-to-run spread of one configuration's loss (nats), measured on repeated runs: "
-                             "the lack-of-fit check counts it beside each run's eval SE (default 0)")
+    parser.add_argument("--run_sd", type=float, metavar="S",
+                        help="run-to-run spread of one configuration's loss (nats), counted beside each run's eval "
+                             "SE in the lack-of-fit check (default: measured on the runs trained with other seeds "
+                             "only, 0 without any)")
     parser.add_argument("--weight_by_se", action="store_true",
                         help="weight each run by 1/SE^2 of its eval loss (rows need final_eval_loss_se)")
     args = parser.parse_args(argv)
     constraints = _constraints(args)
-    if not (args.run_sd >= 0 and np.isfinite(args.run_sd)):
+    if args.run_sd is not None and not (args.run_sd >= 0 and np.isfinite(args.run_sd)):
         raise InputError(f"--run_sd must be a number of nats >= 0, got {args.run_sd}")
     rows = load_results(args.results)
     accountings = ["kaplan", "chinchilla"] if args.accounting == "both" else [args.accounting]
@@ -133,9 +144,14 @@ def _main(argv):
     if mixed:
         lines.append(f"warning: {mixed}")
         result["warnings"] = [mixed]
+    spread = replicate_spread(rows)
+    result["run_sd"] = {"sd": args.run_sd, "source": "--run_sd"} if args.run_sd is not None else \
+        {**spread, "source": "replicates"} if spread else {"sd": 0.0, "source": "no replicates"}
+    lines.append(_spread_line(result["run_sd"]))
     for acc, arrays in data.items():
         fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
-                         weight_by_se=args.weight_by_se, chinchilla_options=constraints, run_sd=args.run_sd)
+                         weight_by_se=args.weight_by_se, chinchilla_options=constraints,
+                         run_sd=result["run_sd"]["sd"])
         result["fits"][acc] = _report(acc, arrays, fits, lines)
     if args.accounting == "both" and args.bootstrap and "budget" in data["kaplan"]:
         result["accounting_gap"] = _accounting_gap(data, args.bootstrap, lines)

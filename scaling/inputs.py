@@ -111,6 +111,31 @@ def mixed_data_warning(rows):
     return f"these runs were trained on {len(groups)} different corpora: {'; '.join(parts)}"
 
 
+SEED_BINDINGS = ("TrainConfig.seed", "DataConfig.seed")
+
+
+def replicate_spread(rows):
+    """The run-to-run spread of the eval loss, from configurations the rows train more than once.
+
+    Runs whose `config` differs only in SEED_BINDINGS (initialisation, data order), and whose parameters,
+    tokens and budget agree, are replicates of one configuration. Returns {'sd': the pooled standard deviation, 'dof': its degrees of freedom
+    (runs minus configurations), 'configurations': how many were repeated}, or None when none was.
+    """
+    groups = {}
+    for row in fit_rows(rows):
+        config, loss = row.get("config"), row.get("final_eval_loss")
+        if isinstance(config, dict) and loss is not None:
+            rest = {key: value for key, value in config.items() if key not in SEED_BINDINGS}
+            key = json.dumps([rest, row.get("params_total"), row.get("tokens"), row.get("budget")], sort_keys=True)
+            groups.setdefault(key, []).append(float(loss))
+    repeated = [np.asarray(losses) for losses in groups.values() if len(losses) > 1]
+    if not repeated:
+        return None
+    dof = sum(len(losses) - 1 for losses in repeated)
+    squares = sum(float(np.sum((losses - losses.mean()) ** 2)) for losses in repeated)
+    return {"sd": float(np.sqrt(squares / dof)), "dof": dof, "configurations": len(repeated)}
+
+
 def fit_rows(rows):
     """The rows a fit uses: all but a sweep's verification runs, which are held out to test predictions."""
     return [r for r in rows if r.get("role") != "verification"]

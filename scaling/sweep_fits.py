@@ -20,7 +20,7 @@ from scaling.chinchilla import fit_chinchilla
 from scaling.data_constrained import fit_data_constrained
 from scaling.envelope import fit_envelope
 from scaling.identification import lack_of_fit
-from scaling.inputs import ACCOUNTING, arrays_from_rows, fit_rows, params_of
+from scaling.inputs import ACCOUNTING, arrays_from_rows, fit_rows, params_of, replicate_spread
 from scaling.isoflop import fit_isoflop
 from scaling.kaplan import fit_kaplan
 
@@ -77,16 +77,20 @@ def _attempt(fit, bootstrap):
 
 
 def fit_sweep(rows, accounting="chinchilla", bootstrap=0, seed=0, results_dir=None, laws=LAWS,
-              weight_by_se=False, chinchilla_options=None, run_sd=0.0):
+              weight_by_se=False, chinchilla_options=None, run_sd=None):
     """{law: fit, or 'not fitted: why'} for every law in `laws` that the rows allow.
 
     results_dir: where each run's directory (with metrics.jsonl) lies, for
         Approach 1; None leaves it out.
     weight_by_se: weight each run by 1/SE^2 of its eval loss (needs final_eval_loss_se).
     chinchilla_options: constraints for Approach 3, e.g. {'fixed': {'E': 1.7}, 'tie_exponents': True}.
-    run_sd: the spread of one configuration's loss from run to run (seeds), measured on repeated runs:
-        the lack-of-fit check, and weight_by_se's weights, count it beside each run's eval SE.
+    run_sd: the spread of one configuration's loss from run to run (seeds): the lack-of-fit check, and
+        weight_by_se's weights, count it beside each run's eval SE. None: measured on the rows' replicates
+        (scaling.inputs.replicate_spread), 0 when no configuration was trained twice.
     """
+    if run_sd is None:
+        spread = replicate_spread(rows)
+        run_sd = spread["sd"] if spread else 0.0
     arrays = arrays_from_rows(rows, accounting)
     N, D, C, loss = (arrays[k] for k in ("N", "D", "C", "loss"))
     weights = se_weights(arrays, run_sd) if weight_by_se else None

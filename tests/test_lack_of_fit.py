@@ -7,6 +7,8 @@ from scipy import stats
 
 from scaling import fit_chinchilla
 from scaling.identification import LACK_OF_FIT_P, lack_of_fit
+from scaling.inputs import replicate_spread
+from scaling.sweep_fits import fit_sweep
 from tests.test_scaling_global import random_law
 
 SE = 0.004  # nats, each run's eval standard error
@@ -84,3 +86,46 @@ def test_a_run_to_run_spread_counts_beside_the_eval_error():
         assert out["chi2"] == pytest.approx(np.sum((loss - predicted) ** 2 / (SE**2 + spread**2)))
     assert flagged_alone >= 18 and flagged_told <= 2
     assert 0.6 < np.median(ratios) < 1.5
+
+
+def replicated_rows(rng, sizes=6, seeds=3, spread=0.02):
+    """Rows of an IsoFLOP-like sweep whose configurations are each trained with `seeds` seeds."""
+    law = random_law(rng)
+    rows = []
+    for i, (n, d) in enumerate(zip(*design(rng, sizes))):
+        truth = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
+        for seed in range(seeds):
+            config = {"TransformerConfig.d_model": 16 * (i + 1), "TrainConfig.train_tokens": int(d)}
+            if seed:
+                config.update({"TrainConfig.seed": seed, "DataConfig.seed": seed})
+            rows.append({"run": f"s{i}_seed{seed}", "config": config, "params_total": n, "tokens": d,
+                         "flops_chinchilla": 6 * n * d, "final_eval_loss_se": SE,
+                         "final_eval_loss": truth + rng.normal(0, spread)})
+    return rows
+
+
+def test_the_run_to_run_spread_is_pooled_over_replicates():
+    """Against a pooled variance written out with numpy's ddof=1 variances; any order of the rows gives the
+    same; a verification run or a configuration trained once adds nothing; and over 40 degrees of freedom
+    the estimate lands near the spread the rows were drawn with."""
+    rng = np.random.default_rng(4)
+    rows = replicated_rows(rng, sizes=20, seeds=3, spread=0.02)
+    groups = [[r["final_eval_loss"] for r in rows[3 * i:3 * i + 3]] for i in range(20)]
+    pooled = np.sqrt(sum(2 * np.var(g, ddof=1) for g in groups) / 40)
+    spread = replicate_spread(rows)
+    assert spread["sd"] == pytest.approx(pooled, rel=1e-12) and spread["dof"] == 40 and spread["configurations"] == 20
+    assert 0.015 < spread["sd"] < 0.026
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    extra = [{**rows[0], "run": "verify", "role": "verification", "final_eval_loss": 9.0},
+             {**rows[0], "run": "single", "config": {"TransformerConfig.d_model": 999}, "final_eval_loss": 9.0}]
+    assert replicate_spread(shuffled + extra)["sd"] == pytest.approx(spread["sd"], rel=1e-12)
+    assert replicate_spread([r for r in rows if "TrainConfig.seed" not in r["config"]]) is None
+
+
+def test_fits_count_the_replicates_spread_unless_told_otherwise():
+    rows = replicated_rows(np.random.default_rng(5), sizes=8, seeds=2, spread=0.03)
+    measured = replicate_spread(rows)["sd"]
+    default = fit_sweep(rows, laws=("chinchilla",))["chinchilla"].diagnostics["lack_of_fit"]
+    told = fit_sweep(rows, laws=("chinchilla",), run_sd=measured)["chinchilla"].diagnostics["lack_of_fit"]
+    alone = fit_sweep(rows, laws=("chinchilla",), run_sd=0.0)["chinchilla"].diagnostics["lack_of_fit"]
+    assert default["chi2"] == pytest.approx(told["chi2"]) and alone["chi2"] > 10 * default["chi2"]

@@ -185,3 +185,18 @@ def test_run_sd_reaches_the_lack_of_fit_check_and_bad_values_fail(tmp_path, caps
     assert main([str(path), "--run_sd", "-0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--run_sd" in err, err
+
+
+def test_the_command_says_which_run_to_run_spread_it_counted(tmp_path, capsys):
+    rows = sweep_rows()
+    twice = rows + [{**row, "run": row["run"] + "_seed1", "config": {"TrainConfig.seed": 1},
+                     "final_eval_loss": row["final_eval_loss"] + (0.01 if i % 2 else -0.01)}
+                    for i, row in enumerate(rows)]
+    out = tmp_path / "fits.json"
+    assert main([str(write_rows(tmp_path / "twice.jsonl", twice)), "--accounting", "chinchilla", "--out", str(out)]) == 0
+    # Each pair's losses differ by 0.01: a variance of 0.01^2 / 2 on one dof, alike for every pair.
+    assert (f"run-to-run spread: {0.01 / np.sqrt(2):.4g} nats, pooled over {len(rows)} configurations trained with "
+            f"other seeds ({len(rows)} dof)") in capsys.readouterr().out
+    assert json.loads(out.read_text())["run_sd"]["source"] == "replicates"
+    assert main([str(write_rows(tmp_path / "once.jsonl", rows)), "--accounting", "chinchilla", "--out", str(out)]) == 0
+    assert "run-to-run spread: not measured (no configuration was trained with two seeds)" in capsys.readouterr().out
