@@ -255,6 +255,7 @@ def test_end_to_end_a_rerun_trains_and_records_nothing(adapted):
     ("Placement.sizes_per_budget = 1", ["Placement.sizes_per_budget"]),
     ("Placement.centre_on = 'middle'", ["Placement.centre_on", "middle"]),
     ("Placement.max_waves = 0", ["Placement.max_waves"]),
+    ("Placement.seeds = 0", ["Placement.seeds"]),
     ("Placement.prior_coefficient = 0", ["Placement.prior_coefficient"]),
     ("Sweep.sizes = (1e4, 2e4)", ["Sweep.sizes", "Sweep.placement"]),
     ("Sweep.models = ('d16',)", ["Sweep.models", "Sweep.placement"]),
@@ -306,3 +307,32 @@ def test_the_prediction_carries_a_backtest_of_the_budgets_below_it(monkeypatch):
                     f"Approach 3 {(measured - loss) / loss:+.1%}; KM {(measured - 6.0) / 6.0:+.1%}; Approach 2 n/a")
     two = sweep_design.predict_verification(8e8, [r for r in results if r["budget"] < 2e8], "chinchilla", 0, place)
     assert "backtest" not in two and sweep_design.backtest_line(two) is None
+
+
+def test_seeds_replicate_every_size_with_its_own_seeds_and_one_line_each():
+    """Placement.seeds = 2: every placed size trains twice, the replicate named <run>_seed1 and differing from
+    it only in TrainConfig.seed and DataConfig.seed; the plan names each size once, the profiles use both,
+    and the minimum is the one the parabola puts there."""
+    plan, finished = settle([*WIDE, "Placement.seeds = 2"], lambda budget: 5e5)
+    first = plan.budgets[0]
+    names = [run.name for run in first.waves[0]]
+    assert names[1::2] == [f"{name}_seed1" for name in names[::2]]
+    for run, replicate in zip(first.waves[0][::2], first.waves[0][1::2]):
+        assert replicate.config == {**run.config, "TrainConfig.seed": 1, "DataConfig.seed": 1}
+        assert (replicate.params, replicate.tokens, replicate.model) == (run.params, run.tokens, run.model)
+    assert first.lines[0].count(first.waves[0][0].model + " ") == 1
+    assert first.state == "bracketed" and first.profile.n_opt == pytest.approx(5e5, rel=1e-6)
+    assert all(name in finished for name in names)
+
+
+def test_a_replicated_verification_reports_the_mean_of_its_seeds(tmp_path, monkeypatch, simulated):
+    fake_prediction(monkeypatch)
+    result = run_sweep(*sweep_args(tmp_path, ["Placement.seeds = 2"], gin_file=ADAPTIVE))
+    assert result.returncode == 0, result.stderr
+    verification = [row for row in rows(tmp_path) if row.get("role") == "verification"]
+    assert [row["run"] for row in verification] == [verification[0]["run"], verification[0]["run"] + "_seed1"]
+    assert all(written for run, written in simulated if run.record.get("role"))
+    losses = [row["final_eval_loss"] for row in verification]
+    assert f"measured eval loss {np.mean(losses):.4f} (the mean of 2 seeds: {losses[0]:.4f}, {losses[1]:.4f})" \
+        in result.stdout
+    assert f"verification run {verification[0]['run']} (2 seeds) at C=4e8" in result.stdout

@@ -94,9 +94,11 @@ def decisions(plan) -> list[str]:
         open_budgets = [f"{b.label} ({b.state})" for b in plan.budgets if b.state != "bracketed"]
         lines.append(f"every budget is done; not bracketed: {', '.join(open_budgets)}" if open_budgets
                      else "every budget is done and bracketed")
-    verification = next((run for run in plan.runs if run.record.get("role") == "verification"), None)
-    if verification is not None:
-        lines.append(f"verification run {verification.name} at C={compact(verification.budget)} "
+    verifications = [run for run in plan.runs if run.record.get("role") == "verification"]
+    if verifications:
+        verification = verifications[0]
+        seeds = f" ({len(verifications)} seeds)" if len(verifications) > 1 else ""
+        lines.append(f"verification run {verification.name}{seeds} at C={compact(verification.budget)} "
                      f"= {plan.verify_budget / max(b.budget for b in plan.budgets):g} x the largest budget: "
                      f"Approach 3's N_opt on the ladder (prediction in {PREDICTION})")
         backtest = sweep_design.backtest_line(verification.record.get("prediction"))
@@ -106,13 +108,15 @@ def decisions(plan) -> list[str]:
 
 
 def verification_report(plan, results: Results) -> list[str]:
-    """Predicted against measured loss of the verification run, once it has finished."""
-    run = next((run for run in plan.runs if run.record.get("role") == "verification"), None)
-    row = results.rows.get(run.name) if run is not None else None
-    if row is None or row.get("final_eval_loss") is None:
+    """Predicted against measured loss of the verification run (the mean of its seeds), once all have finished."""
+    runs = [run for run in plan.runs if run.record.get("role") == "verification"]
+    rows = [results.rows.get(run.name) for run in runs]
+    if not runs or any(row is None or row.get("final_eval_loss") is None for row in rows):
         return []
-    measured = row["final_eval_loss"]
-    lines = [f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss {measured:.4f}"]
+    run, losses = runs[0], [row["final_eval_loss"] for row in rows]
+    measured = sum(losses) / len(losses)
+    seeds = f" (the mean of {len(losses)} seeds: {', '.join(f'{loss:.4f}' for loss in losses)})" if len(losses) > 1 else ""
+    lines = [f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss {measured:.4f}{seeds}"]
     for approach, predicted in run.record["prediction"]["predicted_loss"].items():
         if predicted.get("loss") is None:
             continue

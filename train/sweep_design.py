@@ -47,6 +47,11 @@ class Placement:
     prior_exponent: float = 0.5
     centre_on: str = "minima"  # 'minima': smaller budgets' bracketed minima move the centre; 'prior': never
     max_waves: int = 3  # waves a budget may have: its first, and bracketing ones
+    # Runs per size: every size, and the verification run, trained with seeds 0 .. seeds - 1 (initialisation
+    # and data order). One configuration's loss spreads by 0.03-0.11 nats from seed to seed on the CPU sweep
+    # (results/isoflop_cpu_ablation/), far beyond its eval SE: replicates let the fits measure that spread
+    # (scaling.inputs.replicate_spread) and the profiles and the verification average over it.
+    seeds: int = 1
 
     def __post_init__(self):
         if self.sizes_per_budget < 2:
@@ -59,6 +64,8 @@ class Placement:
             raise ValueError(f"Placement.centre_on = {self.centre_on!r} is not one of {list(CENTRES)}")
         if self.max_waves < 1:
             raise ValueError(f"Placement.max_waves must be at least 1, got {self.max_waves}")
+        if self.seeds < 1:
+            raise ValueError(f"Placement.seeds must be at least 1, got {self.seeds}")
 
     @property
     def step(self) -> float:
@@ -108,7 +115,8 @@ class BudgetPlan:
 
 
 def _sizes(runs: list, expected: float) -> str:
-    return ", ".join(f"{run.model} {run.params / expected:.2g}x" for run in runs)
+    """Each size once, however many seeds train it."""
+    return ", ".join(dict.fromkeys(f"{run.model} {run.params / expected:.2g}x" for run in runs))
 
 
 def _found(profile) -> str:
@@ -221,7 +229,7 @@ def predict_verification(budget: float, rows: list[dict], accounting: str, boots
     if n_opt is None or not math.isfinite(n_opt) or n_opt <= 0:
         raise PredictionError(f"no compute-optimal N at C={compact(budget)} from Approach 3: "
                               f"{approach_3.get('error', f'N_opt = {n_opt}')}")
-    run, = place(budget, [n_opt], [])
+    run = place(budget, [n_opt], [])[0]  # its seeds' replicates share N and D
     prediction = {"budget": budget, "accounting": accounting, "bootstrap": bootstrap, "fitted_rows": len(rows),
                   "run": run.name, "N": run.params, "D": run.tokens,
                   "predicted_loss": predicted_loss(rows, run.params, run.tokens, accounting, bootstrap),

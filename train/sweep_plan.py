@@ -40,7 +40,7 @@ import gin
 import gin.config_parser
 
 from cli import resolve_gin_file
-from scaling.inputs import ACCOUNTING
+from scaling.inputs import ACCOUNTING, SEED_BINDINGS
 from train import sweep_design, sweep_rules
 from train.ladder import Ladder
 from train.main import parse_gin
@@ -79,8 +79,8 @@ class Sweep:
             if self.flops is None:
                 raise ValueError("Sweep.placement needs Sweep.flops: the budgets it places sizes for")
             if self.grid or self.tokens_per_param is not None:
-                raise ValueError("Sweep.placement decides a budget's sizes alone: "
-                                 "it takes no Sweep.grid or Sweep.tokens_per_param")
+                raise ValueError("Sweep.placement decides a budget's sizes alone: it takes no Sweep.grid or "
+                                 "Sweep.tokens_per_param (Placement.seeds trains each size with several seeds)")
         if self.verify_factor and (not self.placement or not self.verify_factor > 1):
             raise ValueError(f"Sweep.verify_factor = {self.verify_factor!r}: a verification run needs "
                              f"Sweep.placement and a factor above 1 (0 turns it off)")
@@ -301,16 +301,22 @@ def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
 
 def placer(sweep: Sweep, shared: tuple):
     """place(budget, targets, existing runs): a run at `budget` for each target's ladder shape that
-    neither `existing` nor an earlier target has (two targets on one shape give one run)."""
+    neither `existing` nor an earlier target has (two targets on one shape give one run), and with
+    Placement.seeds = k its k - 1 replicates, named <run>_seed<s>, with TrainConfig.seed and
+    DataConfig.seed = s."""
     ladder, base = sweep_ladder(sweep), run_settings(sweep.base, list(shared)).model
 
     def place(budget: float, targets: list[float], existing: list[Run]) -> list[Run]:
         have, runs = {run.model for run in existing}, []
         for target in targets:
             shape = ladder.shape(target, base)
-            if shape.name not in have:
-                have.add(shape.name)
-                runs.extend(_model_runs(sweep, shared, shape.name, shape.bindings, (budget,)))
+            if shape.name in have:
+                continue
+            have.add(shape.name)
+            for seed in range(sweep.placement.seeds):
+                replicate = {binding: seed for binding in SEED_BINDINGS} if seed else {}
+                for run in _model_runs(sweep, shared, shape.name, {**shape.bindings, **replicate}, (budget,)):
+                    runs.append(dataclasses.replace(run, name=f"{run.name}_seed{seed}") if seed else run)
         return runs
     return place
 
@@ -364,10 +370,11 @@ def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, prediction: Optional
             n_opt = float(prediction["predict"]["chinchilla"]["N_opt"])
         except (KeyError, TypeError, ValueError):
             raise ValueError("prediction.json holds no Approach 3 N_opt; use another --workdir") from None
-        run, = place(verify_budget, [n_opt], [])
-        if run.name != prediction.get("run"):
+        replicates = place(verify_budget, [n_opt], [])
+        if replicates[0].name != prediction.get("run"):
             raise ValueError(f"prediction.json is for run {prediction.get('run')} but the sweep now plans "
-                             f"{run.name}; use another --workdir")
-        runs.append(dataclasses.replace(run, record={"role": "verification", "prediction": prediction}))
+                             f"{replicates[0].name}; use another --workdir")
+        runs += [dataclasses.replace(run, record={"role": "verification", "prediction": prediction})
+                 for run in replicates]
     return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting,
                 budgets, verify_budget, sweep.verify_bootstrap, place)
