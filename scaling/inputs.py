@@ -117,9 +117,10 @@ SEED_BINDINGS = ("TrainConfig.seed", "DataConfig.seed")
 def replicate_spread(rows):
     """The run-to-run spread of the eval loss, from configurations the rows train more than once.
 
-    Runs whose `config` differs only in SEED_BINDINGS (initialisation, data order), and whose parameters,
-    tokens and budget agree, are replicates of one configuration. Returns {'sd': the pooled standard deviation, 'dof': its degrees of freedom
-    (runs minus configurations), 'configurations': how many were repeated}, or None when none was.
+    Runs whose `config` differs only in SEED_BINDINGS (initialisation, data order), and whose
+    parameters, tokens and budget agree, are replicates of one configuration. Returns {'sd': the
+    pooled standard deviation, 'dof': its degrees of freedom (runs minus configurations),
+    'configurations': how many were repeated}, or None when none was.
     """
     groups = {}
     for row in fit_rows(rows):

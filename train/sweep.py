@@ -87,6 +87,11 @@ def describe(plan, workdir: str, results: Results) -> None:
               f"D {run.tokens:>15,}  {'; '.join(map(cited, run.bindings))}")
 
 
+def verification_runs(plan) -> list:
+    """The verification run and its seeds' replicates (Placement.seeds), if the plan has come to them."""
+    return [run for run in plan.runs if run.record.get("role") == "verification"]
+
+
 def decisions(plan) -> list[str]:
     """What the sweep's design decided, budget by budget and wave by wave, and where it stands."""
     lines = [line for budget in plan.budgets for line in budget.lines]
@@ -94,7 +99,7 @@ def decisions(plan) -> list[str]:
         open_budgets = [f"{b.label} ({b.state})" for b in plan.budgets if b.state != "bracketed"]
         lines.append(f"every budget is done; not bracketed: {', '.join(open_budgets)}" if open_budgets
                      else "every budget is done and bracketed")
-    verifications = [run for run in plan.runs if run.record.get("role") == "verification"]
+    verifications = verification_runs(plan)
     if verifications:
         verification = verifications[0]
         seeds = f" ({len(verifications)} seeds)" if len(verifications) > 1 else ""
@@ -109,7 +114,7 @@ def decisions(plan) -> list[str]:
 
 def verification_report(plan, results: Results) -> list[str]:
     """Predicted against measured loss of the verification run (the mean of its seeds), once all have finished."""
-    runs = [run for run in plan.runs if run.record.get("role") == "verification"]
+    runs = verification_runs(plan)
     rows = [results.rows.get(run.name) for run in runs]
     if not runs or any(row is None or row.get("final_eval_loss") is None for row in rows):
         return []
