@@ -48,8 +48,8 @@ class Placement:
     centre_on: str = "minima"  # 'minima': smaller budgets' bracketed minima move the centre; 'prior': never
     max_waves: int = 3  # waves a budget may have: its first, and bracketing ones
     # Runs per size: every size, and the verification run, trained with seeds 0 .. seeds - 1 (initialisation
-    # and data order). One configuration's loss has a standard deviation over seeds of 0.045 nats (pooled) on
-    # the CPU sweep (results/isoflop_cpu_ablation/), 7x its eval SE: replicates let the fits measure that spread
+    # and data order). One configuration's loss has a standard deviation over seeds of 0.038 nats (pooled) on
+    # the CPU sweep (results/isoflop_cpu_ablation/), 6x its eval SE: replicates let the fits measure that spread
     # (scaling.inputs.replicate_spread) and the profiles and the verification average over it.
     seeds: int = 1
 

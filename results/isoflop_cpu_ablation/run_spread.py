@@ -1,4 +1,4 @@
-"""The run-to-run spread of the repeated runs in this folder, pooled: README's table and its 0.045.
+"""The run-to-run spread of the repeated runs in this folder, pooled: README's table and its 0.038.
 
     python results/isoflop_cpu_ablation/run_spread.py
 """
@@ -13,6 +13,7 @@ A = str(Path(__file__).resolve().parent) + '/'
 groups = {
     'd32l2 at 1e12': [A + f'seeds/d32l2_C1e12_seed{s}' for s in range(3)],
     'd48l3 at 3e12': [A + f'seeds/d48l3_C3e12_seed{s}' for s in range(3)],
+    'd64l4 at 1e13': [A + 'd64l4_C1e13_control', *(A + f'seeds/d64l4_C1e13_seed{s}' for s in (1, 2))],
     'd88l4 at 3e13': [A + 'd88l4_C3e13_control', A + 'd88l4_C3e13_seed1'],
 }
 ss = dof = 0
