@@ -263,6 +263,7 @@ def test_end_to_end_a_rerun_trains_and_records_nothing(adapted):
     ("Sweep.grid = {'TrainConfig.seed': (0, 1)}", ["Sweep.grid"]),
     ("Sweep.verify_factor = 0.5", ["Sweep.verify_factor"]),
     ("Sweep.verify_factor = -1.0", ["Sweep.verify_factor"]),
+    ("Sweep.verify_seeds = -1", ["Sweep.verify_seeds"]),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, binding, words):
     result = run_sweep(*sweep_args(tmp_path / "sweep", [binding], gin_file=ADAPTIVE))
@@ -325,12 +326,16 @@ def test_seeds_replicate_every_size_with_its_own_seeds_and_one_line_each():
     assert all(name in finished for name in names)
 
 
-def test_a_replicated_verification_reports_the_mean_of_its_seeds(tmp_path, monkeypatch, simulated):
+@pytest.mark.parametrize("bindings", [["Placement.seeds = 2"], ["Sweep.verify_seeds = 2"]])
+def test_a_replicated_verification_reports_the_mean_of_its_seeds(tmp_path, monkeypatch, simulated, bindings):
+    """Placement.seeds replicates every run, Sweep.verify_seeds the verification run alone."""
     fake_prediction(monkeypatch)
-    result = run_sweep(*sweep_args(tmp_path, ["Placement.seeds = 2"], gin_file=ADAPTIVE))
+    result = run_sweep(*sweep_args(tmp_path, bindings, gin_file=ADAPTIVE))
     assert result.returncode == 0, result.stderr
     verification = [row for row in rows(tmp_path) if row.get("role") == "verification"]
     assert [row["run"] for row in verification] == [verification[0]["run"], verification[0]["run"] + "_seed1"]
+    others = [row["run"] for row in rows(tmp_path) if row.get("role") != "verification"]
+    assert any(name.endswith("_seed1") for name in others) == (bindings == ["Placement.seeds = 2"])
     assert all(written for run, written in simulated if run.record.get("role"))
     losses = [row["final_eval_loss"] for row in verification]
     assert f"measured eval loss {np.mean(losses):.4f} (the mean of 2 seeds: {losses[0]:.4f}, {losses[1]:.4f})" \

@@ -68,6 +68,9 @@ class Sweep:
     rules: tuple = ()  # per-size hyperparameters (train/sweep_rules.py), e.g. (@lr/PowerLaw(), @SizeTable())
     verify_factor: float = 0.0  # with placement: verify the fits' optimum at this x the largest budget; 0: off
     verify_bootstrap: int = 200  # bootstrap resamples of the fits behind that prediction
+    # Seeds of the verification run; 0: Placement.seeds. The one number the sweep is judged by is worth
+    # more seeds than each point of a profile: one run's loss varies by seed as much as the 1% it checks.
+    verify_seeds: int = 0
     slurm_directives: tuple = ()  # #SBATCH options for --slurm, e.g. ('--gres=gpu:1', '--time=24:00:00')
 
     def __post_init__(self):
@@ -84,8 +87,8 @@ class Sweep:
         if self.verify_factor and (not self.placement or not self.verify_factor > 1):
             raise ValueError(f"Sweep.verify_factor = {self.verify_factor!r}: a verification run needs "
                              f"Sweep.placement and a factor above 1 (0 turns it off)")
-        if self.verify_factor < 0 or self.verify_bootstrap < 0:
-            raise ValueError("Sweep.verify_factor and Sweep.verify_bootstrap must not be negative")
+        if self.verify_factor < 0 or self.verify_bootstrap < 0 or self.verify_seeds < 0:
+            raise ValueError("Sweep.verify_factor, Sweep.verify_bootstrap and Sweep.verify_seeds must not be negative")
         if self.sizes and not min(self.sizes) > 0:
             raise ValueError(f"Sweep.sizes = {self.sizes!r}: a target parameter count is not positive")
         lengths = [name for name in ("tokens", "flops", "train_tokens_per_param") if getattr(self, name) is not None]
@@ -302,18 +305,18 @@ def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
 def placer(sweep: Sweep, shared: tuple):
     """place(budget, targets, existing runs): a run at `budget` for each target's ladder shape that
     neither `existing` nor an earlier target has (two targets on one shape give one run), and with
-    Placement.seeds = k its k - 1 replicates, named <run>_seed<s>, with TrainConfig.seed and
-    DataConfig.seed = s."""
+    Placement.seeds = k (or `seeds` = k) its k - 1 replicates, named <run>_seed<s>, with TrainConfig.seed
+    and DataConfig.seed = s."""
     ladder, base = sweep_ladder(sweep), run_settings(sweep.base, list(shared)).model
 
-    def place(budget: float, targets: list[float], existing: list[Run]) -> list[Run]:
+    def place(budget: float, targets: list[float], existing: list[Run], seeds: int = 0) -> list[Run]:
         have, runs = {run.model for run in existing}, []
         for target in targets:
             shape = ladder.shape(target, base)
             if shape.name in have:
                 continue
             have.add(shape.name)
-            for seed in range(sweep.placement.seeds):
+            for seed in range(seeds or sweep.placement.seeds):
                 replicate = {binding: seed for binding in SEED_BINDINGS} if seed else {}
                 for run in _model_runs(sweep, shared, shape.name, {**shape.bindings, **replicate}, (budget,)):
                     runs.append(dataclasses.replace(run, name=f"{run.name}_seed{seed}") if seed else run)
@@ -370,7 +373,7 @@ def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, prediction: Optional
             n_opt = float(prediction["predict"]["chinchilla"]["N_opt"])
         except (KeyError, TypeError, ValueError):
             raise ValueError("prediction.json holds no Approach 3 N_opt; use another --workdir") from None
-        replicates = place(verify_budget, [n_opt], [])
+        replicates = place(verify_budget, [n_opt], [], sweep.verify_seeds)
         if replicates[0].name != prediction.get("run"):
             raise ValueError(f"prediction.json is for run {prediction.get('run')} but the sweep now plans "
                              f"{replicates[0].name}; use another --workdir")
