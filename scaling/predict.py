@@ -104,6 +104,18 @@ def predicted_loss(rows, N, D, accounting="chinchilla", bootstrap=200, seed=0, l
                           N, D, level)
 
 
+def verification_targets(prediction: dict) -> dict:
+    """What a verification run's loss is set against, from its prediction (train.sweep's prediction.json):
+    {approach: (loss, interval)}, Approach 3's and KM's L(N, D) at the run's N and D, and Approach 2's
+    trend through the minima's losses at its own N_opt (Approach 2 has no L(N, D))."""
+    targets = {law: (entry["loss"], entry.get("interval"))
+               for law, entry in prediction["predicted_loss"].items() if entry.get("loss") is not None}
+    trend = prediction.get("predict", {}).get("isoflop") or {}
+    if trend.get("loss") is not None:
+        targets["isoflop"] = (trend["loss"], trend.get("interval"))
+    return targets
+
+
 def backtest(rows, accounting="chinchilla", bootstrap=0, seed=0, level=0.95, min_budgets=2):
     """Each budget predicted from the budgets below it (see the module's docstring).
 

@@ -184,3 +184,19 @@ def test_backtest_intervals_and_the_command_line(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and problem in err, err
+
+
+def test_verification_targets_are_each_laws_loss_and_approach_2s_trend():
+    """Approach 3 and KM at the run's (N, D), a law without a loss left out, and Approach 2's trend at its
+    own N_opt from the prediction at the budget; in the order the prediction gives them."""
+    from scaling.predict import verification_targets
+    rng = np.random.default_rng(3)
+    losses = rng.uniform(2.0, 4.0, size=3)
+    prediction = {"predicted_loss": {"kaplan": {"loss": losses[0], "interval": [losses[0] - 0.1, losses[0] + 0.1]},
+                                     "chinchilla": {"loss": None, "interval": None}},
+                  "predict": {"chinchilla": {"loss": losses[1], "interval": None},
+                              "isoflop": {"loss": losses[2], "interval": None, "N_opt": 1e5}}}
+    assert verification_targets(prediction) == {"kaplan": (losses[0], [losses[0] - 0.1, losses[0] + 0.1]),
+                                                "isoflop": (losses[2], None)}
+    del prediction["predict"]
+    assert list(verification_targets(prediction)) == ["kaplan"]

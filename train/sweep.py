@@ -122,13 +122,11 @@ def verification_report(plan, results: Results) -> list[str]:
     measured = sum(losses) / len(losses)
     seeds = f" (the mean of {len(losses)} seeds: {', '.join(f'{loss:.4f}' for loss in losses)})" if len(losses) > 1 else ""
     lines = [f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss {measured:.4f}{seeds}"]
-    for approach, predicted in run.record["prediction"]["predicted_loss"].items():
-        if predicted.get("loss") is None:
-            continue
-        interval = predicted.get("interval")
+    from scaling.predict import verification_targets
+    for approach, (loss, interval) in verification_targets(run.record["prediction"]).items():
         within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
-        lines.append(f"  {approach} predicted {predicted['loss']:.4f}{within}: relative error "
-                     f"{(measured - predicted['loss']) / predicted['loss']:+.2%}")
+        name = "isoflop trend" if approach == "isoflop" else approach  # Approach 2: at its own N_opt
+        lines.append(f"  {name} predicted {loss:.4f}{within}: relative error {(measured - loss) / loss:+.2%}")
     return lines
 
 
