@@ -222,6 +222,7 @@ def predict_verification(budget: float, rows: list[dict], accounting: str, boots
     on the ladder, D = C / (6 N)): written to prediction.json before that run trains. With more than two
     budgets it carries their backtest too (scaling.predict.backtest): how well the same fits predicted
     each budget from those below it, the evidence for or against the extrapolation before it is paid for."""
+    from scaling.inputs import fit_rows
     from scaling.predict import backtest, predict, predicted_loss
     at_budget = predict(rows, budget, accounting, bootstrap)
     approach_3 = at_budget.get("chinchilla", {})
@@ -230,7 +231,7 @@ def predict_verification(budget: float, rows: list[dict], accounting: str, boots
         raise PredictionError(f"no compute-optimal N at C={compact(budget)} from Approach 3: "
                               f"{approach_3.get('error', f'N_opt = {n_opt}')}")
     run = place(budget, [n_opt], [])[0]  # its seeds' replicates share N and D
-    prediction = {"budget": budget, "accounting": accounting, "bootstrap": bootstrap, "fitted_rows": len(rows),
+    prediction = {"budget": budget, "accounting": accounting, "bootstrap": bootstrap, "fitted_rows": len(fit_rows(rows)),
                   "run": run.name, "N": run.params, "D": run.tokens,
                   "predicted_loss": predicted_loss(rows, run.params, run.tokens, accounting, bootstrap),
                   "predict": at_budget}
