@@ -216,21 +216,21 @@ def allocation(fits, C, axes=None, level=0.95, points=None):
     return axes
 
 
-def prediction_check(fits, C, loss, minima=None, verification=None, ax=None, level=0.95):
-    """Predict, then verify: each law's compute-optimal loss against C = 6 N D, and the held-out run.
+def prediction_check(fits, C, loss, minima=None, verifications=(), ax=None, level=0.95):
+    """Predict, then verify: each law's compute-optimal loss against C = 6 N D, and the held-out runs.
 
     fits: {label: bootstrapped law with predict and optimal_allocation} (Approach 3, KM), each
     drawn as its loss at N_opt(C) with its band.
     C, loss: the sweep's runs (C = 6 N D in the fits' accounting), grey.
     minima: Approach 2's [(budget, N_opt, D_opt, loss_opt)], drawn as stars.
-    verification: {'C', 'measured', 'predicted': {label: (loss, (lo, hi) or None)}}: the run the
-    sweep trained beyond its budgets, the losses predicted for it before it trained (with their
+    verifications: [{'C', 'measured', 'predicted': {label: (loss, (lo, hi) or None)}}]: the runs the
+    sweep trained beyond its budgets, the losses predicted for each before it trained (with their
     bootstrap intervals; a label of `fits` keeps its colour) and the loss measured after.
     """
     ax = _axes(ax)
     C, loss = np.asarray(C, float), np.asarray(loss, float)
     ax.scatter(C, loss, s=10, color="0.6", label="runs", zorder=2)
-    top = max(C.max(), verification["C"] if verification else 0.0) * 2.0
+    top = max([C.max(), *(check["C"] for check in verifications)]) * 2.0
     grid, colours = np.geomspace(C.min(), top, 100), {}
     for label, fit in fits.items():
         fit_with_band(fit, *fit.optimal_allocation(grid), x=grid, level=level, ax=ax,
@@ -239,15 +239,22 @@ def prediction_check(fits, C, loss, minima=None, verification=None, ax=None, lev
     if minima:
         budgets, _, _, loss_opt = np.array(minima).T
         ax.plot(budgets, loss_opt, "k*", ms=9, label="IsoFLOP minima", zorder=3)
-    if verification:
-        c, predicted = verification["C"], verification["predicted"]
+    labelled = set()  # each legend entry once, however many verification runs
+
+    def once(label):
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+    for check in verifications:
+        c, predicted = check["C"], check["predicted"]
         # Side by side, a few per cent apart in C, so that overlapping intervals stay readable.
         shifts = np.geomspace(0.92, 1.08, len(predicted)) if len(predicted) > 1 else [1.0]
         for (label, (value, interval)), shift in zip(predicted.items(), shifts):
             error = None if interval is None else [[value - interval[0]], [interval[1] - value]]
             ax.errorbar([c * shift], [value], yerr=error, fmt="o", color=colours.get(label), capsize=4,
-                        zorder=4, label=f"{label}: predicted before training")
-        ax.plot([c], [verification["measured"]], "D", color="k", ms=7, zorder=5, label="measured")
+                        zorder=4, label=once(f"{label}: predicted before training"))
+        ax.plot([c], [check["measured"]], "D", color="k", ms=7, zorder=5, label=once("measured"))
     _loglog(ax, "compute C = 6 N D (FLOPs)", "eval loss (nats/token)")
     ax.legend(fontsize="small")
     return ax

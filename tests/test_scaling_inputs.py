@@ -163,6 +163,17 @@ def test_plots_draw_headless(tmp_path):
     fig.savefig(tmp_path / "plots.png")
     plt.close(fig)
     assert (tmp_path / "plots.png").stat().st_size > 10_000
+    # Two verification runs: each drawn with its predictions, each legend entry once.
+    checks = [{"C": c, "measured": m, "predicted": {"Approach 3": (m * 1.01, (m, m * 1.02)), "KM": (m, None)}}
+              for c, m in ((4e20, 2.4), (1e21, 2.3))]
+    fig, ax = plt.subplots()
+    plots.prediction_check({"Approach 3": chin}, C, loss, minima=iso.minima, verifications=checks, ax=ax)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels.count("measured") == 1 and labels.count("Approach 3: predicted before training") == 1, labels
+    measured = [line for line in ax.lines if line.get_marker() == "D"]
+    assert sorted(float(line.get_xdata()[0]) for line in measured) == [4e20, 1e21]
+    assert ax.get_xlim()[1] >= 2e21  # the axis reaches past the largest verification
+    plt.close(fig)
     # The published allocations are the papers' own: Chinchilla at its budget.
     from scaling.plots import published_allocation
     n_opt, d_opt = published_allocation("Hoffmann et al. 2022", 5.76e23)

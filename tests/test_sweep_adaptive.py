@@ -183,6 +183,35 @@ def test_verification_trains_the_predicted_optimum_after_writing_its_prediction(
     assert (tmp_path / "results.jsonl").read_text() == before and len(simulated) == fitted + 1
 
 
+def test_a_factor_added_later_is_predicted_from_the_same_runs_and_keeps_the_first_prediction(
+        tmp_path, monkeypatch, simulated):
+    """Sweep.verify_factor = (4.0, 10.0) after the 4x verification has trained: the 10x prediction is made
+    from the budgets' runs alone (the 4x row is not fitted), written beside the first, which stays as it was,
+    and its run trains and is reported; dropping the factor again is refused (the file predicts for it)."""
+    calls, _ = fake_prediction(monkeypatch)
+    assert run_sweep(*sweep_args(tmp_path, [], gin_file=ADAPTIVE)).returncode == 0
+    first = json.loads((tmp_path / "prediction.json").read_text())
+    recorded = (tmp_path / "results.jsonl").read_text()
+    fitted = len(rows(tmp_path)) - 1
+    calls.clear()
+    result = run_sweep(*sweep_args(tmp_path, ["Sweep.verify_factor = (10.0, 4.0)"], gin_file=ADAPTIVE))
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "prediction.json").read_text())
+    assert isinstance(written, list) and written[0] == first and written[1]["budget"] == 10 * 1e8
+    assert written[1]["fitted_rows"] == fitted == first["fitted_rows"]
+    assert [call[:3] for call in calls[:1]] == [("predict", fitted + 1, 1e9)]  # given every row, fits the runs
+    assert (tmp_path / "results.jsonl").read_text().startswith(recorded)
+    new = rows(tmp_path)[fitted + 1:]
+    assert [(row["budget"], row["role"], row["run"]) for row in new] == [(1e9, "verification", written[1]["run"])]
+    assert new[0]["prediction"] == written[1]
+    report = [line for line in result.stdout.splitlines()
+              if line.startswith("verification ") and not line.startswith("verification run ")]
+    assert [line.split()[1] for line in report] == [first["run"] + ":", written[1]["run"] + ":"], result.stdout
+    assert f"verification run {written[1]['run']} at C=1e9 = 10 x the largest budget" in result.stdout
+    dropped = run_sweep(*sweep_args(tmp_path, [], gin_file=ADAPTIVE))
+    assert dropped.returncode == 2 and "prediction.json predicts for C=1e9" in dropped.stderr, dropped.stderr
+
+
 def test_no_approach_3_optimum_means_no_verification_run(tmp_path, monkeypatch, simulated):
     fake_prediction(monkeypatch, n_opt=float("nan"))
     result = run_sweep(*sweep_args(tmp_path, [], gin_file=ADAPTIVE))
@@ -263,6 +292,7 @@ def test_end_to_end_a_rerun_trains_and_records_nothing(adapted):
     ("Sweep.grid = {'TrainConfig.seed': (0, 1)}", ["Sweep.grid"]),
     ("Sweep.verify_factor = 0.5", ["Sweep.verify_factor"]),
     ("Sweep.verify_factor = -1.0", ["Sweep.verify_factor"]),
+    ("Sweep.verify_factor = (4.0, 0.5)", ["Sweep.verify_factor"]),
     ("Sweep.verify_seeds = -1", ["Sweep.verify_seeds"]),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, binding, words):
@@ -300,7 +330,7 @@ def test_the_prediction_carries_a_backtest_of_the_budgets_below_it(monkeypatch):
     loss = at_budget["chinchilla"]["loss"]
     assert step["approaches"]["chinchilla"]["error"] == pytest.approx((measured - loss) / loss)
     assert step["approaches"]["isoflop"]["error"] is None  # the faked fits give Approach 2 no loss
-    plan = SimpleNamespace(budgets=[SimpleNamespace(budget=2e8, lines=[], done=False)], verify_budget=8e8,
+    plan = SimpleNamespace(budgets=[SimpleNamespace(budget=2e8, lines=[], done=False)],
                            runs=[SimpleNamespace(name="v", budget=8e8, record={"role": "verification",
                                                                                "prediction": prediction})])
     line = sweep.decisions(plan)[-1]

@@ -19,7 +19,10 @@ time); with --slurm it writes the current wave's jobs, and rerunning the same
 command once they have finished records their rows and writes the next wave.
 With Sweep.verify_factor, once every budget is done, the fits' prediction at
 verify_factor x the largest budget is written to DIR/prediction.json, and then
-the predicted compute-optimal run is trained and set beside it.
+the predicted compute-optimal run is trained and set beside it. With several
+factors the file holds a list, one prediction per budget; a factor added later
+is predicted from the same budgets' runs (verification rows never enter the
+fits), and the predictions already written stay as they are.
 
 Command-line bindings of Sweep, Ladder, Placement, PowerLaw or SizeTable change the sweep; the
 others go to every run, after the sweep's shared bindings and before what the
@@ -87,9 +90,13 @@ def describe(plan, workdir: str, results: Results) -> None:
               f"D {run.tokens:>15,}  {'; '.join(map(cited, run.bindings))}")
 
 
-def verification_runs(plan) -> list:
-    """The verification run and its seeds' replicates (Placement.seeds), if the plan has come to them."""
-    return [run for run in plan.runs if run.record.get("role") == "verification"]
+def verification_runs(plan) -> dict:
+    """{C: the verification run and its seeds' replicates} for each verification budget the plan has come to."""
+    groups = {}
+    for run in plan.runs:
+        if run.record.get("role") == "verification":
+            groups.setdefault(run.budget, []).append(run)
+    return groups
 
 
 def decisions(plan) -> list[str]:
@@ -99,59 +106,73 @@ def decisions(plan) -> list[str]:
         open_budgets = [f"{b.label} ({b.state})" for b in plan.budgets if b.state != "bracketed"]
         lines.append(f"every budget is done; not bracketed: {', '.join(open_budgets)}" if open_budgets
                      else "every budget is done and bracketed")
-    verifications = verification_runs(plan)
-    if verifications:
-        verification = verifications[0]
-        seeds = f" ({len(verifications)} seeds)" if len(verifications) > 1 else ""
-        lines.append(f"verification run {verification.name}{seeds} at C={compact(verification.budget)} "
-                     f"= {plan.verify_budget / max(b.budget for b in plan.budgets):g} x the largest budget: "
-                     f"Approach 3's N_opt on the ladder (prediction in {PREDICTION})")
-        backtest = sweep_design.backtest_line(verification.record.get("prediction"))
-        if backtest:
+    largest = max((b.budget for b in plan.budgets), default=None)
+    for budget, runs in verification_runs(plan).items():
+        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        lines.append(f"verification run {runs[0].name}{seeds} at C={compact(budget)} = {budget / largest:g} x the "
+                     f"largest budget: Approach 3's N_opt on the ladder (prediction in {PREDICTION})")
+        backtest = sweep_design.backtest_line(runs[0].record.get("prediction"))
+        if backtest and backtest not in lines:  # the same fits' backtest, whichever budget they predict
             lines.append(backtest)
     return lines
 
 
 def verification_report(plan, results: Results) -> list[str]:
-    """Predicted against measured loss of the verification run (the mean of its seeds), once all have finished."""
-    runs = verification_runs(plan)
-    rows = [results.rows.get(run.name) for run in runs]
-    if not runs or any(row is None or row.get("final_eval_loss") is None for row in rows):
-        return []
-    run, losses = runs[0], [row["final_eval_loss"] for row in rows]
-    measured = sum(losses) / len(losses)
-    seeds = f" (the mean of {len(losses)} seeds: {', '.join(f'{loss:.4f}' for loss in losses)})" if len(losses) > 1 else ""
-    lines = [f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss {measured:.4f}{seeds}"]
+    """Predicted against measured loss of each verification run (the mean of its seeds), once all have finished."""
     from scaling.predict import verification_targets
-    for approach, (loss, interval) in verification_targets(run.record["prediction"]).items():
-        within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
-        name = "isoflop trend" if approach == "isoflop" else approach  # Approach 2: at its own N_opt
-        lines.append(f"  {name} predicted {loss:.4f}{within}: relative error {(measured - loss) / loss:+.2%}")
+    lines = []
+    for runs in verification_runs(plan).values():
+        rows = [results.rows.get(run.name) for run in runs]
+        if any(row is None or row.get("final_eval_loss") is None for row in rows):
+            continue
+        run, losses = runs[0], [row["final_eval_loss"] for row in rows]
+        measured = sum(losses) / len(losses)
+        seeds = (f" (the mean of {len(losses)} seeds: {', '.join(f'{loss:.4f}' for loss in losses)})"
+                 if len(losses) > 1 else "")
+        lines.append(f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss "
+                     f"{measured:.4f}{seeds}")
+        for approach, (loss, interval) in verification_targets(run.record["prediction"]).items():
+            within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+            name = "isoflop trend" if approach == "isoflop" else approach  # Approach 2: at its own N_opt
+            lines.append(f"  {name} predicted {loss:.4f}{within}: relative error {(measured - loss) / loss:+.2%}")
     return lines
 
 
-def read_prediction(workdir: str):
+def read_predictions(workdir: str) -> dict:
+    """{C: prediction} from DIR/prediction.json: one prediction, or a list of them."""
     path = os.path.join(workdir, PREDICTION)
     if not os.path.exists(path):
-        return None
+        return {}
     with open(path) as f:
-        return json.load(f)
+        content = json.load(f)
+    predictions = content if isinstance(content, list) else [content]
+    if not all(isinstance(p, dict) and isinstance(p.get("budget"), (int, float)) for p in predictions):
+        raise ValueError(f"{path} is not a prediction or a list of them (each with its budget)")
+    return {float(p["budget"]): p for p in predictions}
+
+
+def write_predictions(workdir: str, predictions: dict) -> None:
+    """DIR/prediction.json: the one prediction, or the list of them in order of their budgets."""
+    ordered = [predictions[budget] for budget in sorted(predictions)]
+    with open(os.path.join(workdir, PREDICTION), "w") as f:
+        json.dump(ordered[0] if len(ordered) == 1 else ordered, f, indent=1)
 
 
 def replan(args, results: Results, write: bool):
-    """The plan for the runs recorded so far. Once every budget is done, the verification run waits for its
+    """The plan for the runs recorded so far. Once every budget is done, each verification run waits for its
     prediction: made here and, unless this is a dry run, written to DIR/prediction.json before anything trains."""
-    plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, read_prediction(args.workdir))
+    predictions = read_predictions(args.workdir)
+    plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, predictions)
     results.check(plan.runs)
-    if not plan.awaits_prediction:
+    if not plan.awaiting_prediction:
         return plan
     rows = [results.rows[run.name] for run in plan.runs]
-    prediction = sweep_design.predict_verification(plan.verify_budget, rows, plan.accounting,
-                                                   plan.verify_bootstrap, plan.place)
+    for budget in plan.awaiting_prediction:
+        predictions[budget] = sweep_design.predict_verification(budget, rows, plan.accounting,
+                                                                plan.verify_bootstrap, plan.place)
     if write:
-        with open(os.path.join(args.workdir, PREDICTION), "w") as f:
-            json.dump(prediction, f, indent=1)
-    plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, prediction)
+        write_predictions(args.workdir, predictions)
+    plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, predictions)
     results.check(plan.runs)
     return plan
 

@@ -10,7 +10,7 @@ per parameter (`train_tokens_per_param`: each size trains for D = ratio x N),
 and optionally with any other binding (`grid`). Or, with compute budgets, a
 `placement` (train/sweep_design.py) chooses each budget's ladder sizes from the
 runs that finished before, and `verify_factor` then trains the fits' predicted
-optimum at a larger budget. `rules` set per-size hyperparameters from N
+optimum at one larger budget or several. `rules` set per-size hyperparameters from N
 (train/sweep_rules.py). For example:
 
     Sweep.base = ('base.gin',)
@@ -34,7 +34,7 @@ import functools
 import itertools
 import os
 import re
-from typing import Optional
+from typing import Optional, Union
 
 import gin
 import gin.config_parser
@@ -66,7 +66,9 @@ class Sweep:
     tokens_per_param: Optional[tuple] = None  # (low, high): keep only runs with low <= D / N <= high
     grid: dict = dataclasses.field(default_factory=dict)  # more axes: {'binding': (value, ...)}
     rules: tuple = ()  # per-size hyperparameters (train/sweep_rules.py), e.g. (@lr/PowerLaw(), @SizeTable())
-    verify_factor: float = 0.0  # with placement: verify the fits' optimum at this x the largest budget; 0: off
+    # With placement: verify the fits' optimum at this x the largest budget, or at each of several factors,
+    # e.g. (4.0, 10.0); 0: off. A factor added after the others have trained is predicted from the same fits.
+    verify_factor: Union[float, tuple] = 0.0
     verify_bootstrap: int = 200  # bootstrap resamples of the fits behind that prediction
     # Seeds of the verification run; 0: Placement.seeds. The one number the sweep is judged by is worth
     # more seeds than each point of a profile: one run's loss varies by seed as much as the 1% it checks.
@@ -84,11 +86,11 @@ class Sweep:
             if self.grid or self.tokens_per_param is not None:
                 raise ValueError("Sweep.placement decides a budget's sizes alone: it takes no Sweep.grid or "
                                  "Sweep.tokens_per_param (Placement.seeds trains each size with several seeds)")
-        if self.verify_factor and (not self.placement or not self.verify_factor > 1):
-            raise ValueError(f"Sweep.verify_factor = {self.verify_factor!r}: a verification run needs "
-                             f"Sweep.placement and a factor above 1 (0 turns it off)")
-        if self.verify_factor < 0 or self.verify_bootstrap < 0 or self.verify_seeds < 0:
+        if any(factor < 0 for factor in self.verify_factors) or self.verify_bootstrap < 0 or self.verify_seeds < 0:
             raise ValueError("Sweep.verify_factor, Sweep.verify_bootstrap and Sweep.verify_seeds must not be negative")
+        if self.verify_factors and (not self.placement or not min(self.verify_factors) > 1):
+            raise ValueError(f"Sweep.verify_factor = {self.verify_factor!r}: a verification run needs "
+                             f"Sweep.placement and factors above 1 (0 turns it off)")
         if self.sizes and not min(self.sizes) > 0:
             raise ValueError(f"Sweep.sizes = {self.sizes!r}: a target parameter count is not positive")
         lengths = [name for name in ("tokens", "flops", "train_tokens_per_param") if getattr(self, name) is not None]
@@ -108,6 +110,12 @@ class Sweep:
             raise ValueError(f"Sweep.accounting = {self.accounting!r} is not one of {list(ACCOUNTING)}")
         if self.tokens_per_param is not None and len(self.tokens_per_param) != 2:
             raise ValueError(f"Sweep.tokens_per_param = {self.tokens_per_param!r} is not a (low, high) pair")
+
+    @property
+    def verify_factors(self) -> tuple:
+        """Sweep.verify_factor as a sorted tuple of distinct factors; () when off."""
+        factors = self.verify_factor if isinstance(self.verify_factor, (tuple, list)) else (self.verify_factor,)
+        return tuple(sorted({float(factor) for factor in factors if factor != 0}))
 
 
 SWEEP_CONFIGURABLES = ("Sweep", "Ladder", "Placement", *sweep_rules.RULES)
@@ -142,15 +150,15 @@ class Plan:
     rules: tuple = ()  # the sweep's rules, for the sources they cite
     accounting: str = "kaplan"  # Sweep.accounting
     budgets: list = dataclasses.field(default_factory=list)  # with Sweep.placement: sweep_design.BudgetPlan each
-    verify_budget: Optional[float] = None  # C of the verification run, once every budget is done
+    verify_budgets: tuple = ()  # C of each verification run, once every budget is done
     verify_bootstrap: int = 0  # Sweep.verify_bootstrap
     place: Optional[object] = None  # place(budget, targets, existing runs) -> new runs: ladder shapes at budget
 
     @property
-    def awaits_prediction(self) -> bool:
-        """Every budget is done, and the verification run waits for its prediction."""
-        return self.verify_budget is not None and not any(run.record.get("role") == "verification"
-                                                          for run in self.runs)
+    def awaiting_prediction(self) -> list[float]:
+        """The verification budgets whose runs wait for their prediction (every budget is done)."""
+        verified = {run.budget for run in self.runs if run.record.get("role") == "verification"}
+        return [budget for budget in self.verify_budgets if budget not in verified]
 
 
 def split_bindings(bindings: list[str]) -> tuple[list[str], list[str]]:
@@ -325,18 +333,19 @@ def placer(sweep: Sweep, shared: tuple):
 
 
 def plan_sweep(files: list[str], bindings: list[str], rows: Optional[dict] = None,
-               prediction: Optional[dict] = None) -> Plan:
+               predictions: Optional[dict] = None) -> Plan:
     """Reads the sweep and builds every run's config, checking each as train.main will.
 
     With Sweep.placement the runs depend on the finished ones: `rows` maps run names to their results
-    rows, and `prediction` is the verification run's prediction (prediction.json) once there is one.
+    rows, and `predictions` maps each verification budget C to its prediction (prediction.json) once
+    there is one.
     Raises FileNotFoundError, or ValueError / TypeError / SyntaxError for bad input.
     """
     sweep_bindings, run_bindings = split_bindings(bindings)
     sweep = load_sweep(files, sweep_bindings)
     shared = (*sweep.bindings, *run_bindings)
     if sweep.placement:
-        return _adaptive_plan(sweep, shared, rows or {}, prediction)
+        return _adaptive_plan(sweep, shared, rows or {}, predictions or {})
     runs = []
     for model, model_bindings in model_sizes(sweep, shared):
         runs.extend(_model_runs(sweep, shared, model, model_bindings, sweep.flops))
@@ -356,28 +365,37 @@ def plan_sweep(files: list[str], bindings: list[str], rows: Optional[dict] = Non
     return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting)
 
 
-def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, prediction: Optional[dict]) -> Plan:
-    """The budgets' waves so far (train/sweep_design.py) and, once all are done, the verification run."""
+def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, predictions: dict) -> Plan:
+    """The budgets' waves so far (train/sweep_design.py) and, once all are done, the verification runs of
+    the budgets that `predictions` ({C: prediction}) predicts."""
     place = placer(sweep, shared)
     budgets = sweep_design.plan_budgets(sweep.placement, sweep.flops, place, rows,
                                         ACCOUNTING[sweep.accounting].params)
     runs = [run for budget in budgets for run in budget.runs]
-    verify_budget = None
-    if sweep.verify_factor and all(budget.done for budget in budgets):
-        verify_budget = sweep.verify_factor * max(sweep.flops)
-    if verify_budget is not None and prediction is not None:
-        if prediction.get("budget") != verify_budget:
-            raise ValueError(f"prediction.json predicts for C={prediction.get('budget')} but the sweep verifies at "
-                             f"C={compact(verify_budget)}; use another --workdir")
-        try:
-            n_opt = float(prediction["predict"]["chinchilla"]["N_opt"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError("prediction.json holds no Approach 3 N_opt; use another --workdir") from None
-        replicates = place(verify_budget, [n_opt], [], sweep.verify_seeds)
-        if replicates[0].name != prediction.get("run"):
-            raise ValueError(f"prediction.json is for run {prediction.get('run')} but the sweep now plans "
-                             f"{replicates[0].name}; use another --workdir")
-        runs += [dataclasses.replace(run, record={"role": "verification", "prediction": prediction})
-                 for run in replicates]
+    verify_budgets = ()
+    if sweep.verify_factors and all(budget.done for budget in budgets):
+        verify_budgets = tuple(factor * max(sweep.flops) for factor in sweep.verify_factors)
+        unplanned = [budget for budget in predictions if budget not in verify_budgets]
+        if unplanned:
+            raise ValueError(f"prediction.json predicts for C={', '.join(map(compact, unplanned))} but the sweep "
+                             f"verifies at C={', '.join(map(compact, verify_budgets))}; use another --workdir")
+    for verify_budget in verify_budgets:
+        if verify_budget in predictions:
+            runs += _verification_runs(sweep, place, predictions[verify_budget])
     return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting,
-                budgets, verify_budget, sweep.verify_bootstrap, place)
+                budgets, verify_budgets, sweep.verify_bootstrap, place)
+
+
+def _verification_runs(sweep: Sweep, place, prediction: dict) -> list[Run]:
+    """The run (and its seeds' replicates) that tests `prediction`: Approach 3's N_opt on the ladder."""
+    try:
+        n_opt = float(prediction["predict"]["chinchilla"]["N_opt"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"prediction.json holds no Approach 3 N_opt at C={compact(prediction['budget'])}; "
+                         f"use another --workdir") from None
+    replicates = place(prediction["budget"], [n_opt], [], sweep.verify_seeds)
+    if replicates[0].name != prediction.get("run"):
+        raise ValueError(f"prediction.json is for run {prediction.get('run')} but the sweep now plans "
+                         f"{replicates[0].name}; use another --workdir")
+    return [dataclasses.replace(run, record={"role": "verification", "prediction": prediction})
+            for run in replicates]
