@@ -102,6 +102,12 @@ class ChinchillaFit(FitResult):
         N, D = np.asarray(N, float), np.asarray(D, float)
         return self.E + self.A * N ** -self.alpha + self.B * D ** -self.beta
 
+    def isoflop_curvature(self, N, D):
+        """c2 of the IsoFLOP parabola this law draws at (N, D): half its second derivative in ln N along
+        N D = const, in nats per (ln N)^2. At the law's optimum it is alpha beta (L - E) / 2."""
+        N, D = np.asarray(N, float), np.asarray(D, float)
+        return 0.5 * (self.alpha**2 * self.A * N**-self.alpha + self.beta**2 * self.B * D**-self.beta)
+
     def optimal_allocation(self, C):
         """(N_opt, D_opt) minimising the loss at C = 6 N D (Hoffmann et al. eq. 4)."""
         x = np.asarray(C, dtype=float) / 6.0

@@ -10,7 +10,9 @@ and writes the same as JSON. Fits what the rows allow (scaling/sweep_fits.py):
 Chinchilla Approach 3 and the KM laws always, IsoFLOP (Approach 2) when rows
 carry `budget`, Approach 1 when the runs' metrics.jsonl lie beside the
 results, data-constrained when rows carry `unique_tokens` and some run
-repeats data. --fix and --tie_exponents constrain Approach 3's law.
+repeats data. --fix and --tie_exponents constrain Approach 3's law. With budgets,
+the IsoFLOP curvature check (scaling/curvature.py) sets Approach 3's profiles
+against the runs' own and warns when their ratio drifts with the budget.
 Bad input: one line on stderr, exit status 2.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from scaling import cli
 from scaling.cli import InputError
+from scaling.curvature import curvature_check, curvature_line
 from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning, replicate_spread
 from scaling.isoflop import exponent_gap
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
@@ -39,7 +42,7 @@ def _warnings(fit):
     return [*getattr(fit, "diagnostics", {}).get("warnings", []), *getattr(fit, "warnings", [])]
 
 
-def _report(accounting, arrays, fits, lines):
+def _report(accounting, arrays, fits, lines, run_sd=0.0):
     """Append the table for one accounting to `lines`; return its JSON form."""
     lines.append(f"== accounting: {accounting} ({len(arrays['loss'])} runs) ==")
     budgets = _budgets(arrays["C"])
@@ -69,6 +72,16 @@ def _report(accounting, arrays, fits, lines):
             lines.extend(f"  {c:>12.3g}{n:>12.3g}{t:>12.3g}" for c, n, t in
                          zip(budgets, n_opt, d_opt))
         out[law] = d
+    curvature = None
+    if "budget" in arrays:  # each run's loss error: its eval SE and the seed spread, as the lack-of-fit check counts
+        loss_sd = np.sqrt(arrays["loss_se"] ** 2 + run_sd**2) if "loss_se" in arrays else None
+        curvature = curvature_check(fits.get("chinchilla"), arrays["N"], arrays["D"], arrays["loss"],
+                                    arrays["budget"], loss_sd)
+    if curvature:
+        lines.append(curvature_line(curvature))
+        if curvature["warning"]:
+            lines.append(f"  warning: {curvature['warning']}")
+        out["isoflop_curvature"] = curvature
     return out
 
 
@@ -152,7 +165,7 @@ def _main(argv):
         fits = fit_sweep(rows, acc, args.bootstrap, results_dir=Path(args.results).parent, laws=LAWS,
                          weight_by_se=args.weight_by_se, chinchilla_options=constraints,
                          run_sd=result["run_sd"]["sd"])
-        result["fits"][acc] = _report(acc, arrays, fits, lines)
+        result["fits"][acc] = _report(acc, arrays, fits, lines, result["run_sd"]["sd"])
     if args.accounting == "both" and args.bootstrap and "budget" in data["kaplan"]:
         result["accounting_gap"] = _accounting_gap(data, args.bootstrap, lines)
     out = Path(args.out) if args.out else Path(args.results).with_name("fits.json")

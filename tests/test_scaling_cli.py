@@ -69,6 +69,11 @@ def test_writes_table_and_json_for_both_accountings(fitted, capsys):
     chin = fits["kaplan"]["chinchilla"]
     assert chin["bootstrap"]["replicates"] == 8
     assert [row["C"] for row in chin["allocation"]][0] == pytest.approx(6.4e18 * 1.0)
+    # Runs from the additive law (Kaplan accounting: N as it was drawn): its profiles are the runs' own.
+    curvature = fits["kaplan"]["isoflop_curvature"]
+    assert len(curvature["budgets"]) == 4 and curvature["warning"] is None and curvature["interval"] is None
+    assert abs(np.log(curvature["drift"])) < np.log(1.1)
+    assert "IsoFLOP curvature c2" in table and "(no interval: the runs carry no SE)" in table
 
 
 def test_accounting_choice_changes_the_inputs(fitted, capsys, tmp_path):
