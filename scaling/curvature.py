@@ -80,6 +80,15 @@ def curvature_check(chinchilla, N, D, loss, budget, loss_sd=None, window=WINDOW)
     return check
 
 
+def sweep_curvature(chinchilla, arrays: dict, run_sd: float = 0.0) -> Optional[dict]:
+    """curvature_check on a sweep's arrays (scaling.inputs.arrays_from_rows), each run's loss error its eval
+    SE and the run-to-run spread in quadrature, as the lack-of-fit check counts them; None without budgets."""
+    if "budget" not in arrays:
+        return None
+    loss_sd = np.sqrt(arrays["loss_se"] ** 2 + run_sd**2) if "loss_se" in arrays else None
+    return curvature_check(chinchilla, arrays["N"], arrays["D"], arrays["loss"], arrays["budget"], loss_sd)
+
+
 def curvature_line(check: dict) -> str:
     cells = ", ".join(f"C={row['budget']:.3g} {row['runs']:.3f}" + (f" ± {row['runs_se']:.3f}" if row["runs_se"] else "")
                       + f" / {row['law']:.3f}" for row in check["budgets"])

@@ -24,7 +24,7 @@ import numpy as np
 
 from scaling import cli
 from scaling.cli import InputError
-from scaling.curvature import curvature_check, curvature_line
+from scaling.curvature import curvature_line, sweep_curvature
 from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning, replicate_spread
 from scaling.isoflop import exponent_gap
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
@@ -72,11 +72,7 @@ def _report(accounting, arrays, fits, lines, run_sd=0.0):
             lines.extend(f"  {c:>12.3g}{n:>12.3g}{t:>12.3g}" for c, n, t in
                          zip(budgets, n_opt, d_opt))
         out[law] = d
-    curvature = None
-    if "budget" in arrays:  # each run's loss error: its eval SE and the seed spread, as the lack-of-fit check counts
-        loss_sd = np.sqrt(arrays["loss_se"] ** 2 + run_sd**2) if "loss_se" in arrays else None
-        curvature = curvature_check(fits.get("chinchilla"), arrays["N"], arrays["D"], arrays["loss"],
-                                    arrays["budget"], loss_sd)
+    curvature = sweep_curvature(fits.get("chinchilla"), arrays, run_sd)
     if curvature:
         lines.append(curvature_line(curvature))
         if curvature["warning"]:

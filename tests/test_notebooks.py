@@ -139,6 +139,8 @@ def test_scaling_laws_notebook_shows_bracketing_and_the_verification(executed):
     assert sum(len(images(cell)) for cell in nb.cells) == FIGURE_CELLS
     text = printed(nb)
     assert "17 runs from" in text and "(1 verification run held out of the fits)" in text
+    # The runs follow an additive law: the curvature check prints its line for each accounting, and no warning.
+    assert text.count("IsoFLOP curvature c2") == 2 and "does not draw these IsoFLOP profiles" not in text, text
     # Approaches 2 and 3 recover the law's a = 0.5 ...
     a3 = re.search(r"chinchilla accounting\s+Approach 3\s+a = (\d+\.\d+)", text)
     a2 = re.search(r"chinchilla accounting\s+Approach 2\s+a = (\d+\.\d+)", text)
