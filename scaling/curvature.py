@@ -36,8 +36,10 @@ def curvature_check(chinchilla, N, D, loss, budget, loss_sd=None, window=WINDOW)
     """The runs' and the law's c2 at each budget with an interior minimum, and how their ratio drifts across
     the budgets: a power law in C through the ratios (weighted by their errors when loss_sd, each run's
     standard deviation of loss, is given), evaluated from the smallest budget to the largest, with a 95%
-    interval from the runs' errors (the law's c2 counted as known). None without a fitted law or with fewer
-    than two such budgets."""
+    interval from the runs' errors (the law's c2 counted as known). The errors are counted as independent:
+    runs scored on the same eval documents share much of theirs, which a parabola's c2 (a contrast between
+    the runs) cancels, so the interval is conservative. None without a fitted law or with fewer than two
+    such budgets."""
     if chinchilla is None or isinstance(chinchilla, str):
         return None
     N, D, loss, budget = (np.asarray(x, float) for x in (N, D, loss, budget))
