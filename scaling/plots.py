@@ -251,8 +251,11 @@ def prediction_check(fits, C, loss, minima=None, verifications=(), ax=None, leve
         # Side by side, a few per cent apart in C, so that overlapping intervals stay readable.
         shifts = np.geomspace(0.92, 1.08, len(predicted)) if len(predicted) > 1 else [1.0]
         for (label, (value, interval)), shift in zip(predicted.items(), shifts):
+            if label not in colours:  # a prediction without a drawn law (Approach 2's trend): one colour throughout
+                palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+                colours[label] = palette[len(colours) % len(palette)]
             error = None if interval is None else [[value - interval[0]], [interval[1] - value]]
-            ax.errorbar([c * shift], [value], yerr=error, fmt="o", color=colours.get(label), capsize=4,
+            ax.errorbar([c * shift], [value], yerr=error, fmt="o", color=colours[label], capsize=4,
                         zorder=4, label=once(f"{label}: predicted before training"))
         ax.plot([c], [check["measured"]], "D", color="k", ms=7, zorder=5, label=once("measured"))
     _loglog(ax, "compute C = 6 N D (FLOPs)", "eval loss (nats/token)")

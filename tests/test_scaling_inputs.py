@@ -173,6 +173,9 @@ def test_plots_draw_headless(tmp_path):
     measured = [line for line in ax.lines if line.get_marker() == "D"]
     assert sorted(float(line.get_xdata()[0]) for line in measured) == [4e20, 1e21]
     assert ax.get_xlim()[1] >= 2e21  # the axis reaches past the largest verification
+    # Each prediction keeps one colour over both runs, a law's its band's, one without a band its own.
+    predicted = [line.get_color() for line in ax.lines if line.get_marker() == "o"]  # A3, KM; A3, KM
+    assert predicted[0] == predicted[2] != predicted[1] == predicted[3]
     plt.close(fig)
     # The published allocations are the papers' own: Chinchilla at its budget.
     from scaling.plots import published_allocation
