@@ -34,6 +34,9 @@ class DataConfig:
     batch_size: int = 32  # global, across all devices and hosts
     seed: int = 0
     eval_batches: int = 16
+    # Rows per eval batch; 0: batch_size. The held-out rows are eval_batch_size x eval_batches, so runs
+    # whose training batches differ (a sweep's batch rule) are scored on the same rows when this is set.
+    eval_batch_size: int = 0
     # Sampling weights per source, e.g. {'gcide': 0.2, 'python_stdlib': 0.5, ...}: each epoch draws as
     # many documents as the split holds in these proportions (data/order.py). {}: the split as it is.
     mixture: dict = dataclasses.field(default_factory=dict)
@@ -42,10 +45,17 @@ class DataConfig:
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
 
+    @property
+    def eval_rows_per_batch(self) -> int:
+        return self.eval_batch_size or self.batch_size
+
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "batch_size", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.eval_batch_size < 0:
+            raise ValueError(f"DataConfig.eval_batch_size must be positive, or 0 for batch_size, "
+                             f"got {self.eval_batch_size}")
         if any(not isinstance(w, (int, float)) or w < 0 for w in dict(self.mixture).values()):
             raise ValueError(f"DataConfig.mixture weights must be non-negative numbers, got {self.mixture}")
         # Stored as sorted pairs so that the config stays hashable and compares by value.

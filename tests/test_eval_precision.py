@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data.pipeline import eval_batches, model_inputs
-from scaling.eval_precision import ratio_standard_error
+from scaling.eval_precision import load_eval_documents, paired_difference, ratio_standard_error
 from tests.conftest import SENTINELS, TINY_MODEL, metrics_rows, run_main
 
 
@@ -137,8 +137,16 @@ RUN = ["TrainConfig.train_steps = 2"]
 
 
 @pytest.fixture(scope="module")
-def one_device_eval(tiny_corpus, tmp_path_factory):
-    return last_eval_and_summary(tmp_path_factory.mktemp("eval_se") / "1x1", tiny_corpus + TINY_MODEL + RUN)
+def one_device_dir(tiny_corpus, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("eval_se") / "1x1"
+    assert run_main(workdir, tiny_corpus + TINY_MODEL + RUN).returncode == 0
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def one_device_eval(one_device_dir):
+    last_eval = [row for row in metrics_rows(one_device_dir) if "eval_loss" in row][-1]
+    return last_eval, json.loads((one_device_dir / "summary.json").read_text())
 
 
 def test_a_run_reports_the_standard_error_in_metrics_and_summary(one_device_eval):
@@ -148,6 +156,18 @@ def test_a_run_reports_the_standard_error_in_metrics_and_summary(one_device_eval
     assert summary["final_eval_bpb_se"] == last_eval["eval_bpb_se"] > 0
     assert summary["eval_tokens"] == 2 * 8 * 32  # DataConfig.eval_batches x batch_size x seq_len
     assert 2 <= summary["eval_documents"] <= 2 * 8
+
+
+def test_a_set_eval_batch_scores_another_training_batch_on_the_same_rows(one_device_dir, tiny_corpus, tmp_path):
+    # A sweep whose rule halves the training batch for short runs must still score every run on the
+    # same held-out rows: batch_size 4 with eval_batch_size 8 against batch_size 8.
+    last_eval, summary = last_eval_and_summary(tmp_path / "b4", tiny_corpus + TINY_MODEL + RUN + [
+        "DataConfig.batch_size = 4", "DataConfig.eval_batch_size = 8"])
+    assert summary["eval_tokens"] == 2 * 8 * 32 and summary["tokens"] == 2 * 4 * 32
+    ours, theirs = load_eval_documents(tmp_path / "b4"), load_eval_documents(one_device_dir)
+    assert np.array_equal(ours.doc, theirs.doc) and np.array_equal(ours.weight, theirs.weight)
+    difference, se = paired_difference(tmp_path / "b4", one_device_dir)
+    assert difference == pytest.approx(last_eval["eval_loss"] - theirs.loss) and se > 0
 
 
 @pytest.mark.slow  # a subprocess on 8 simulated devices that compiles from scratch

@@ -11,12 +11,15 @@ import subprocess
 import sys
 
 import gin
+import numpy as np
 import pytest
 
+from data.loader import DataConfig
 # The sweep itself runs once per session, in the `swept` fixture of conftest.py.
 from tests.conftest import REPO, SWEEP, metrics_lines, rows, run_sweep, sweep_args
 from train import main as train_main
 from train import sweep_plan
+from train.sweep_rules import MinSteps, RunSize
 
 
 def test_a_failed_run_is_reported_and_the_others_go_on(swept, plan):
@@ -85,6 +88,52 @@ def test_rules_set_per_size_hyperparameters(plan):
     for run in plan.runs:
         assert run.config["lr_schedule.peak_lr"] == pytest.approx(1e-2 * (run.params / 1e4) ** -0.5, rel=1e-2)
         assert run.config["lr_schedule.warmup_steps"] == {"d16": 1, "d32": 2}[run.model]
+
+
+def test_min_steps_halves_the_batch_of_short_runs_and_keeps_their_tokens_and_eval_rows(tiny_corpus):
+    # The tiny sweep's runs take 2 to 6 steps of 8 rows; at least 4 steps, and rows kept at 2 or more.
+    plan = sweep_plan.plan_sweep([SWEEP], [*tiny_corpus, "Sweep.rules = [@MinSteps()]", "MinSteps.min_steps = 4",
+                                           "MinSteps.min_batch = 2"])
+    gin.clear_config()
+    halved = 0
+    for run in plan.runs:
+        tokens = run.config["TrainConfig.train_tokens"]
+        fitting = [b for b in (8, 4, 2) if tokens >= 4 * b * 32]
+        batch = fitting[0] if fitting else 2
+        if batch == 8:  # steps enough: the run is the sweep's run, with no binding added
+            assert "DataConfig.batch_size" not in run.config, run.name
+        else:
+            halved += 1
+            assert run.config["DataConfig.batch_size"] == batch and run.config["DataConfig.eval_batch_size"] == 8
+        assert 0 <= run.tokens - tokens < batch * 32
+    assert 0 < halved < len(plan.runs)  # the design has runs on both sides of 4 steps of 8 rows
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_min_steps_takes_the_largest_halving_that_gives_enough_steps(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        batch_size = int(rng.choice([1, 3, 8, 12, 32, 48, 64]))
+        data = DataConfig(batch_size=batch_size, seq_len=int(rng.choice([16, 128, 512])),
+                          eval_batch_size=int(rng.choice([0, 64])))
+        rule = MinSteps(min_steps=int(rng.integers(1, 2000)), min_batch=int(rng.integers(1, batch_size + 1)))
+        run = RunSize("m", 1000, int(rng.integers(1, 10**7)), data)
+        halvings = [batch_size]
+        while halvings[-1] % 2 == 0 and halvings[-1] // 2 >= rule.min_batch:
+            halvings.append(halvings[-1] // 2)
+        enough = [b for b in halvings if run.tokens / (b * data.seq_len) >= rule.min_steps]
+        batch = enough[0] if enough else halvings[-1]
+        expected = {} if batch == batch_size else {"DataConfig.batch_size": batch,
+                                                   "DataConfig.eval_batch_size": data.eval_batch_size or batch_size}
+        assert rule(run) == expected
+
+
+def test_min_steps_refuses_runs_counted_in_steps_and_bad_settings():
+    with pytest.raises(ValueError, match="count its runs in tokens"):
+        MinSteps(min_steps=10)(RunSize("m", 1000, None, DataConfig()))
+    for bad in ({"min_steps": 0}, {"min_steps": 10, "min_batch": 0}):
+        with pytest.raises(ValueError, match="MinSteps needs"):
+            MinSteps(**bad)
 
 
 def test_dry_run_lists_runs_and_trains_nothing(tiny_corpus, plan, tmp_path):

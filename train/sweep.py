@@ -24,7 +24,7 @@ factors the file holds a list, one prediction per budget; a factor added later
 is predicted from the same budgets' runs (verification rows never enter the
 fits), and the predictions already written stay as they are.
 
-Command-line bindings of Sweep, Ladder, Placement, PowerLaw or SizeTable change the sweep; the
+Command-line bindings of Sweep, Ladder, Placement, PowerLaw, SizeTable or MinSteps change the sweep; the
 others go to every run, after the sweep's shared bindings and before what the
 sweep varies. Bad input gives one line on stderr and exit status 2, with
 nothing written; a failed run is reported with its log, the others go on, and

@@ -294,8 +294,10 @@ def _expand_size(sweep: Sweep, shared: tuple, model: str, model_bindings: dict,
             if length and settings.train.train_steps:
                 length = {"TrainConfig.train_steps": 0, **length}  # the base counts steps; this run, tokens
             config = {**model_bindings, **length}
+            tokens = length.get("TrainConfig.train_tokens", settings.train.train_tokens or None)
+            size = sweep_rules.RunSize(model, params, tokens, settings.data)
             for rule in sweep.rules:
-                config.update(rule(model, params))
+                config.update(rule(size))
             config.update(extras)
             name = "_".join(filter(None, [model, label, *(_name_part(k, v) for k, v in extras.items())]))
             final = run_settings(sweep.base, [*shared, *as_bindings(config)])

@@ -287,10 +287,11 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     optimizer = make_optimizer(schedule)
     mesh = partitioning.make_mesh()
     rules = partitioning.logical_axis_rules()
-    if data_cfg.batch_size % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
-        raise ValueError(f"batch_size {data_cfg.batch_size} is not divisible by the mesh's data axis "
-                         f"{dict(mesh.shape)}")
-    partitioning.check_rows_split_over_processes(mesh, data_cfg.batch_size)
+    for name, rows in (("batch_size", data_cfg.batch_size), ("eval_batch_size", data_cfg.eval_rows_per_batch)):
+        if rows % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
+            raise ValueError(f"DataConfig.{name} {rows} is not divisible by the mesh's data axis "
+                             f"{dict(mesh.shape)}")
+        partitioning.check_rows_split_over_processes(mesh, rows)
     check_workdir_config(workdir, None, start_over)  # early: before the corpus is built
     data = partitioning.on_process_zero_first(lambda: loader.load(data_cfg))
     # After the corpus is opened, so that its bindings (sources, sizes, cleaning) are recorded too.
@@ -307,7 +308,7 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
         raise ValueError(f"TransformerConfig.vocab_size {model_cfg.vocab_size} differs from the tokenizer's "
                          f"{data.tokenizer.vocab_size} (DataConfig.vocab_size {data_cfg.vocab_size})")
     try:
-        evals = eval_batches(data.eval_docs, data.tokenizer, data_cfg.seq_len, data_cfg.batch_size,
+        evals = eval_batches(data.eval_docs, data.tokenizer, data_cfg.seq_len, data_cfg.eval_rows_per_batch,
                              data_cfg.eval_batches, text_key=data_cfg.text_key, **objective)
     except ValueError as error:
         raise CorpusError(str(error)) from error
