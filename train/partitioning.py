@@ -172,14 +172,14 @@ def process_rows(batch: dict) -> dict:
     return {k: part(v) for k, v in batch.items()}
 
 
-def check_rows_split_over_processes(mesh: Mesh, batch_size: int) -> None:
+def check_rows_split_over_processes(mesh: Mesh, batch_size: int, name: str = "batch_size") -> None:
     """Each process feeds its own rows: the batch must split evenly over the processes, along mesh
-    axes that split it."""
+    axes that split it. `name`: the setting that gave batch_size, for the error."""
     processes = jax.process_count()
     rows_ways = mesh.shape["data"] * mesh.shape.get("expert", 1)
     if processes > 1 and (rows_ways % processes or batch_size % processes):
         raise ValueError(f"{processes} processes each feed their own rows of the batch: the mesh's data x expert "
-                         f"axes ({rows_ways}) and batch_size ({batch_size}) must be multiples of {processes}")
+                         f"axes ({rows_ways}) and {name} ({batch_size}) must be multiples of {processes}")
 
 
 def on_process_zero_first(build):

@@ -291,7 +291,7 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
         if rows % (mesh.shape["data"] * mesh.shape.get("expert", 1)):
             raise ValueError(f"DataConfig.{name} {rows} is not divisible by the mesh's data axis "
                              f"{dict(mesh.shape)}")
-        partitioning.check_rows_split_over_processes(mesh, rows)
+        partitioning.check_rows_split_over_processes(mesh, rows, f"DataConfig.{name}")
     check_workdir_config(workdir, None, start_over)  # early: before the corpus is built
     data = partitioning.on_process_zero_first(lambda: loader.load(data_cfg))
     # After the corpus is opened, so that its bindings (sources, sizes, cleaning) are recorded too.
