@@ -72,9 +72,9 @@ class SizeTable:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MinSteps:
-    """Halves a run's batch (DataConfig.batch_size) until the run takes at least min_steps optimizer
-    steps, or until another halving would leave fewer than min_batch rows or a fraction of a row. A run
-    with steps enough keeps its batch and gets no binding. A halved run is scored on the held-out rows
+    """Halves a run's batch (DataConfig.batch_size) until the run's tokens fill at least min_steps whole
+    batches, or until another halving would leave fewer than min_batch rows or a fraction of a row. A
+    run with steps enough keeps its batch and gets no binding. A halved run is scored on the held-out rows
     of its former batch (DataConfig.eval_batch_size), as every other run of the sweep is.
 
     Why: with one batch for every run, an IsoFLOP budget's largest models see few tokens and so take
