@@ -21,6 +21,18 @@ def non_negative_int(text: str) -> int:
     return whole_number(0)(text)
 
 
+def add_min_budget(parser) -> None:
+    """--min_budget, the fit's window (scaling.inputs.budget_window), for the commands that fit a sweep."""
+    parser.add_argument("--min_budget", type=float, default=0.0, metavar="C",
+                        help="fit only the runs of IsoFLOP budgets of at least C FLOPs (default: every budget)")
+
+
+def windowed_results(args) -> list:
+    """The rows of args.results within the window of args.min_budget."""
+    from scaling.inputs import budget_window, load_results
+    return budget_window(load_results(args.results), args.min_budget)
+
+
 def json_ready(value):
     """Non-finite floats as null: JSON has no NaN or infinity."""
     if isinstance(value, float) and not np.isfinite(value):

@@ -25,7 +25,7 @@ import numpy as np
 from scaling import cli
 from scaling.cli import InputError
 from scaling.curvature import curvature_line, sweep_curvature
-from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning, replicate_spread
+from scaling.inputs import arrays_from_rows, fit_rows, mixed_data_warning, replicate_spread, window_line
 from scaling.isoflop import exponent_gap
 from scaling.sweep_fits import FORMS, LAWS, fit_sweep
 
@@ -136,11 +136,12 @@ def _main(argv):
                              "only, 0 without any)")
     parser.add_argument("--weight_by_se", action="store_true",
                         help="weight each run by 1/SE^2 of its eval loss (rows need final_eval_loss_se)")
+    cli.add_min_budget(parser)
     args = parser.parse_args(argv)
     constraints = _constraints(args)
     if args.run_sd is not None and not (args.run_sd >= 0 and np.isfinite(args.run_sd)):
         raise InputError(f"--run_sd must be a number of nats >= 0, got {args.run_sd}")
-    rows = load_results(args.results)
+    rows = cli.windowed_results(args)
     accountings = ["kaplan", "chinchilla"] if args.accounting == "both" else [args.accounting]
     data = {acc: arrays_from_rows(rows, acc) for acc in accountings}
     minimum = 6 - len(constraints["fixed"]) - constraints["tie_exponents"]
@@ -149,6 +150,9 @@ def _main(argv):
     if args.weight_by_se and "loss_se" not in data[accountings[0]]:
         raise InputError("--weight_by_se: some row has no final_eval_loss_se")
     lines, result = [], {"results": str(args.results), "fits": {}}
+    if args.min_budget:
+        result["min_budget"] = args.min_budget
+        lines.append(window_line(rows, args.min_budget))
     mixed = mixed_data_warning(rows)
     if mixed:
         lines.append(f"warning: {mixed}")

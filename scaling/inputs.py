@@ -142,6 +142,37 @@ def fit_rows(rows):
     return [r for r in rows if r.get("role") != "verification"]
 
 
+def budget_window(rows, min_budget=0.0):
+    """The rows of the IsoFLOP budgets of at least `min_budget` FLOPs, and the verification rows (which fits
+    leave out anyway): the fit's window (scaling.fit and scaling.predict --min_budget, Sweep.fit_min_budget).
+
+    The smallest budgets' best runs are the least trained and the most embedding; where the best loss
+    bends against compute they pull a trend through every budget off the larger ones (README, "The fifth
+    version"). 0 keeps every row. ValueError when a run has no budget or none is that large.
+    """
+    if not min_budget:
+        return list(rows)
+    if not (isinstance(min_budget, (int, float)) and np.isfinite(min_budget) and min_budget > 0):
+        raise ValueError(f"the fit window's smallest budget must be a positive number of FLOPs, got {min_budget!r}")
+    budgets = [row.get("budget") for row in fit_rows(rows)]
+    if any(not isinstance(budget, (int, float)) for budget in budgets):
+        run = next(row.get("run", "?") for row in fit_rows(rows) if not isinstance(row.get("budget"), (int, float)))
+        raise ValueError(f"a fit window by budget needs every run's IsoFLOP budget; run {run} has none")
+    kept = [row for row in rows if row.get("role") == "verification" or row["budget"] >= min_budget]
+    if not fit_rows(kept):
+        raise ValueError(f"no run's budget is at least {min_budget:g} FLOPs (the largest is {max(budgets):g})")
+    return kept
+
+
+def window_line(rows, min_budget):
+    """One line saying which budgets a windowed fit uses."""
+    def flops(value):
+        return f"{value:.3g}".replace("e+", "e")
+    budgets = sorted({row["budget"] for row in fit_rows(rows)})
+    return (f"fit window: the {len(budgets)} budgets of at least {flops(min_budget)} FLOPs "
+            f"({', '.join(map(flops, budgets))}; {len(fit_rows(rows))} runs)")
+
+
 def arrays_from_rows(rows, accounting="chinchilla"):
     """{N, D, C, loss[, loss_se][, budget][, unique_tokens]} arrays from results rows.
 

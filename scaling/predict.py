@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 from scaling import cli
-from scaling.inputs import arrays_from_rows, fit_rows, load_results, mixed_data_warning
+from scaling.inputs import arrays_from_rows, fit_rows, mixed_data_warning, window_line
 from scaling.isoflop import budget_profile
 from scaling.powerlaw import fit_power_law
 from scaling.sweep_fits import LABELS, fit_sweep
@@ -205,19 +205,23 @@ def _main(argv):
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
     parser.add_argument("--bootstrap", type=cli.non_negative_int, default=200, metavar="K")
     parser.add_argument("--out", help="also write the prediction as JSON here")
+    cli.add_min_budget(parser)
     args = parser.parse_args(argv)
     if args.flops is None and not args.backtest:
         raise cli.InputError("give --flops C (the budget to predict), --backtest, or both")
     if args.flops is not None and not (args.flops > 0 and np.isfinite(args.flops)):
         raise cli.InputError(f"--flops must be a positive number, got {args.flops}")
-    rows = load_results(args.results)
+    rows = cli.windowed_results(args)
     mixed = mixed_data_warning(rows)
     if mixed:
         print(f"warning: {mixed}")
+    if args.min_budget:
+        print(window_line(rows, args.min_budget))
     steps = backtest(rows, args.accounting, args.bootstrap) if args.backtest else None
     prediction = None if args.flops is None else predict(rows, args.flops, args.accounting, args.bootstrap)
     if args.out:
-        cli.write_json(args.out, {"flops": args.flops, "accounting": args.accounting, "prediction": prediction,
+        cli.write_json(args.out, {"flops": args.flops, "accounting": args.accounting, "min_budget": args.min_budget,
+                                  "prediction": prediction,
                                   **({"backtest": steps} if args.backtest else {})})
     if steps is not None:
         print(backtest_report(steps, args.accounting, args.bootstrap))

@@ -142,6 +142,10 @@ CASES = [
     ("scaling.fit", ["{file}", "--bootstrap=-1"], ["bootstrap"]),
     ("scaling.fit", ["{file}", "--bogus"], ["--bogus"]),
     ("scaling.fit", ["{diverged}"], ["row 2", "run b", "nan"]),
+    ("scaling.fit", ["{diverged}", "--min_budget=1e12"], ["budget", "run a has none"]),
+    ("scaling.predict", ["{budgeted}", "--flops=1e20", "--min_budget=1e30"], ["1e+30", "largest is 1e+15"]),
+    ("scaling.predict", ["{budgeted}", "--flops=1e20", "--min_budget=-1"], ["positive", "-1"]),
+    ("train.sweep", [*SWEEP_ARGS, "--gin.Sweep.fit_min_budget=-1.0"], ["fit_min_budget"]),
     ("data.prepare", ["--bogus"], ["--bogus"]),
     ("data.prepare", ["--gin_bindings=DataConfig.vocab_size = (", "--gin.DataConfig.data_dir='{tmp}/data'"],
      ["bad gin config"]),
@@ -178,6 +182,8 @@ def test_every_entry_point_refuses_bad_input_in_one_line(command, args, words, t
            "flops_kaplan": 6e14, "final_loss": 3.1, "final_eval_loss": 3.0}
     (tmp_path / "diverged.jsonl").write_text(json.dumps({"run": "a", **row}) + "\n" + json.dumps(
         {**row, "run": "b", "final_eval_loss": float("nan")}) + "\n")
+    (tmp_path / "budgeted.jsonl").write_text("".join(json.dumps({**row, "run": run, "budget": 1e15}) + "\n"
+                                                     for run in ("a", "b")))
     corpus_flags = [f"--gin_bindings={b}" for b in tiny_corpus]
     argv = []
     for arg in args:
@@ -185,7 +191,8 @@ def test_every_entry_point_refuses_bad_input_in_one_line(command, args, words, t
             argv.extend(corpus_flags)
         else:
             argv.append(arg.format(tmp=tmp_path, file=tmp_path / "results.jsonl",
-                                   unclosed=tmp_path / "unclosed.gin", diverged=tmp_path / "diverged.jsonl"))
+                                   unclosed=tmp_path / "unclosed.gin", diverged=tmp_path / "diverged.jsonl",
+                                   budgeted=tmp_path / "budgeted.jsonl"))
     before = snapshot(tmp_path)
     gin.clear_config()
     try:

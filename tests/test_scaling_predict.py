@@ -200,3 +200,75 @@ def test_verification_targets_are_each_laws_loss_and_approach_2s_trend():
                                                 "isoflop": (losses[2], None)}
     del prediction["predict"]
     assert list(verification_targets(prediction)) == ["kaplan"]
+
+
+def random_law_rows(seed):
+    """An IsoFLOP sweep of five random budgets on a random Chinchilla law, whose smallest budget's runs lie
+    0.05 nats above it (as under-trained small runs do), in shuffled order."""
+    rng = np.random.default_rng(seed)
+    law = dict(E=rng.uniform(1.5, 3.0), A=rng.uniform(200, 900), B=rng.uniform(800, 3000),
+               alpha=rng.uniform(0.27, 0.4), beta=rng.uniform(0.27, 0.4))
+
+    def loss_of(N, D):
+        return law["E"] + law["A"] / N ** law["alpha"] + law["B"] / D ** law["beta"]
+
+    def optimum(C):
+        sizes = np.geomspace(1e5, 1e12, 100_001)
+        n = sizes[np.argmin(loss_of(sizes, C / (6 * sizes)))]
+        return n, C / (6 * n)
+
+    budgets = tuple(np.sort(1e18 * 3.0 ** np.arange(5) * rng.uniform(0.8, 1.25, 5)))
+    rows = isoflop_rows(noise=0.002, seed=seed, budgets=budgets, steps=np.arange(-2, 3),
+                        loss_of=loss_of, optimum=optimum)
+    for row in rows:
+        if row["budget"] == budgets[0]:
+            row["final_eval_loss"] = row["final_loss"] = row["final_eval_loss"] + 0.05
+    verification = dict(rows[-1], run="verify", role="verification", budget=4 * budgets[-1], final_eval_loss=0.1)
+    order = rng.permutation(len(rows) + 1)
+    return [([*rows, verification])[i] for i in order], budgets
+
+
+@pytest.mark.parametrize("seed", [5, 23])
+def test_a_fit_window_predicts_from_the_budgets_within_it_alone(tmp_path, capsys, seed):
+    """--min_budget C: the prediction from the whole file is the prediction from a file holding only the rows
+    of budgets >= C (filtered here, by hand), and differs from the prediction from every budget: the smallest
+    budget, 0.05 nats off the law, is out of it. The verification row enters neither."""
+    rows, budgets = random_law_rows(seed)
+    whole, inside = tmp_path / "whole.jsonl", tmp_path / "inside.jsonl"
+    whole.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    inside.write_text("".join(json.dumps(row) + "\n" for row in rows
+                              if row["budget"] >= budgets[1] and row.get("role") != "verification"))
+    flops = 30 * budgets[-1]
+
+    def predicted(path, *extra):
+        out = tmp_path / f"{path.stem}{len(extra)}.json"
+        assert main([str(path), f"--flops={flops}", "--bootstrap=0", f"--out={out}", *extra]) == 0
+        return json.loads(out.read_text())
+
+    windowed = predicted(whole, f"--min_budget={budgets[1]}")
+    assert "fit window: the 4 budgets of at least" in capsys.readouterr().out
+    by_hand, everything = predicted(inside)["prediction"], predicted(whole)["prediction"]
+    assert windowed["min_budget"] == budgets[1]
+    for approach, entry in by_hand.items():  # KM's joint law can fail on these (an error), the same either way
+        assert windowed["prediction"][approach].keys() == entry.keys(), approach
+        for key in {"N_opt", "loss"} & entry.keys():
+            assert windowed["prediction"][approach][key] == pytest.approx(entry[key], rel=1e-6), approach
+    assert {"N_opt", "loss"} <= by_hand["chinchilla"].keys() and {"N_opt", "loss"} <= by_hand["isoflop"].keys()
+    assert abs(everything["isoflop"]["loss"] - by_hand["isoflop"]["loss"]) > 1e-3
+
+
+def test_a_fit_window_fits_the_budgets_within_it_alone(tmp_path):
+    """scaling.fit --min_budget: the same fits as on a file of only the rows within the window."""
+    from scaling.fit import main as fit_main
+    rows, budgets = random_law_rows(7)
+    whole, inside = tmp_path / "whole.jsonl", tmp_path / "inside.jsonl"
+    whole.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    inside.write_text("".join(json.dumps(row) + "\n" for row in rows if row["budget"] >= budgets[2]))
+    assert fit_main([str(whole), f"--min_budget={budgets[2]}", f"--out={tmp_path / 'a.json'}", "--accounting=chinchilla"]) == 0
+    assert fit_main([str(inside), f"--out={tmp_path / 'b.json'}", "--accounting=chinchilla"]) == 0
+    windowed, by_hand = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    assert windowed["min_budget"] == budgets[2]
+    for law in ("chinchilla", "isoflop"):
+        assert windowed["fits"]["chinchilla"][law]["n_points"] == 15
+        assert windowed["fits"]["chinchilla"][law]["estimates"] == pytest.approx(
+            by_hand["fits"]["chinchilla"][law]["estimates"], rel=1e-6)

@@ -183,6 +183,24 @@ def test_verification_trains_the_predicted_optimum_after_writing_its_prediction(
     assert (tmp_path / "results.jsonl").read_text() == before and len(simulated) == fitted + 1
 
 
+def test_a_fit_window_predicts_from_the_budgets_within_it(tmp_path, monkeypatch, simulated):
+    """Sweep.fit_min_budget = 1e8: the verification's prediction is fitted on the runs of the 1e8 budget alone
+    (counted here from results.jsonl), says so in prediction.json and in the plan's line; placement is as
+    without it. A window above every budget is refused when the sweep is read."""
+    calls, _ = fake_prediction(monkeypatch)
+    result = run_sweep(*sweep_args(tmp_path, ["Sweep.fit_min_budget = 1e8"], gin_file=ADAPTIVE))
+    assert result.returncode == 0, result.stderr
+    inside = [row for row in rows(tmp_path) if row.get("role") != "verification" and row["budget"] >= 1e8]
+    outside = [row for row in rows(tmp_path) if row.get("role") != "verification" and row["budget"] < 1e8]
+    assert inside and outside
+    assert calls[0] == ("predict", len(inside), 4e8, "chinchilla", 10)
+    prediction = json.loads((tmp_path / "prediction.json").read_text())
+    assert prediction["min_budget"] == 1e8 and prediction["fitted_rows"] == len(inside)
+    assert "(prediction in prediction.json, fitted on the budgets from C=1e8)" in result.stdout
+    with pytest.raises(ValueError, match="fit_min_budget"):
+        sweep_plan.plan_sweep([ADAPTIVE], ["Sweep.fit_min_budget = 2e8"])
+
+
 def test_a_factor_added_later_is_predicted_from_the_same_runs_and_keeps_the_first_prediction(
         tmp_path, monkeypatch, simulated):
     """Sweep.verify_factor = (4.0, 10.0) after the 4x verification has trained: the 10x prediction is made

@@ -109,8 +109,10 @@ def decisions(plan) -> list[str]:
     largest = max((b.budget for b in plan.budgets), default=None)
     for budget, runs in verification_runs(plan).items():
         seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        window = (runs[0].record.get("prediction") or {}).get("min_budget")
+        fitted = f", fitted on the budgets from C={compact(window)}" if window else ""
         lines.append(f"verification run {runs[0].name}{seeds} at C={compact(budget)} = {budget / largest:g} x the "
-                     f"largest budget: Approach 3's N_opt on the ladder (prediction in {PREDICTION})")
+                     f"largest budget: Approach 3's N_opt on the ladder (prediction in {PREDICTION}{fitted})")
         backtest = sweep_design.backtest_line(runs[0].record.get("prediction"))
         if backtest and backtest not in lines:  # the same fits' backtest, whichever budget they predict
             lines.append(backtest)
@@ -169,7 +171,7 @@ def replan(args, results: Results, write: bool):
     rows = [results.rows[run.name] for run in plan.runs]
     for budget in plan.awaiting_prediction:
         predictions[budget] = sweep_design.predict_verification(budget, rows, plan.accounting,
-                                                                plan.verify_bootstrap, plan.place)
+                                                                plan.verify_bootstrap, plan.place, plan.fit_min_budget)
     if write:
         write_predictions(args.workdir, predictions)
     plan = sweep_plan.plan_sweep(args.gin_file, args.gin_bindings, results.rows, predictions)

@@ -217,13 +217,15 @@ class PredictionError(Exception):
 
 
 def predict_verification(budget: float, rows: list[dict], accounting: str, bootstrap: int,
-                         place: Callable) -> dict:
+                         place: Callable, min_budget: float = 0.0) -> dict:
     """What the fits predict at `budget` (scaling.predict), for the run that tests it (Approach 3's N_opt
     on the ladder, D = C / (6 N)): written to prediction.json before that run trains. With more than two
     budgets it carries their backtest too (scaling.predict.backtest): how well the same fits predicted
-    each budget from those below it, the evidence for or against the extrapolation before it is paid for."""
-    from scaling.inputs import fit_rows
+    each budget from those below it, the evidence for or against the extrapolation before it is paid for.
+    The fits use the budgets of at least `min_budget` FLOPs (Sweep.fit_min_budget; 0: all)."""
+    from scaling.inputs import budget_window, fit_rows
     from scaling.predict import backtest, predict, predicted_loss
+    rows = budget_window(rows, min_budget)
     at_budget = predict(rows, budget, accounting, bootstrap)
     approach_3 = at_budget.get("chinchilla", {})
     n_opt = approach_3.get("N_opt")
@@ -232,7 +234,7 @@ def predict_verification(budget: float, rows: list[dict], accounting: str, boots
                               f"{approach_3.get('error', f'N_opt = {n_opt}')}")
     run = place(budget, [n_opt], [])[0]  # its seeds' replicates share N and D
     prediction = {"budget": budget, "accounting": accounting, "bootstrap": bootstrap, "fitted_rows": len(fit_rows(rows)),
-                  "run": run.name, "N": run.params, "D": run.tokens,
+                  **({"min_budget": min_budget} if min_budget else {}), "run": run.name, "N": run.params, "D": run.tokens,
                   "predicted_loss": predicted_loss(rows, run.params, run.tokens, accounting, bootstrap),
                   "predict": at_budget}
     try:

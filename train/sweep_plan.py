@@ -70,6 +70,9 @@ class Sweep:
     # e.g. (4.0, 10.0); 0: off. A factor added after the others have trained is predicted from the same fits.
     verify_factor: Union[float, tuple] = 0.0
     verify_bootstrap: int = 200  # bootstrap resamples of the fits behind that prediction
+    # The fits behind that prediction use the budgets of at least this many FLOPs (scaling.inputs.budget_window);
+    # 0: every budget. Placement still centres each budget on the minima of all the budgets below it.
+    fit_min_budget: float = 0.0
     # Seeds of the verification run; 0: Placement.seeds. The one number the sweep is judged by is worth
     # more seeds than each point of a profile: one run's loss varies by seed as much as the 1% it checks.
     verify_seeds: int = 0
@@ -86,8 +89,13 @@ class Sweep:
             if self.grid or self.tokens_per_param is not None:
                 raise ValueError("Sweep.placement decides a budget's sizes alone: it takes no Sweep.grid or "
                                  "Sweep.tokens_per_param (Placement.seeds trains each size with several seeds)")
-        if any(factor < 0 for factor in self.verify_factors) or self.verify_bootstrap < 0 or self.verify_seeds < 0:
-            raise ValueError("Sweep.verify_factor, Sweep.verify_bootstrap and Sweep.verify_seeds must not be negative")
+        if (any(factor < 0 for factor in self.verify_factors) or self.verify_bootstrap < 0 or self.verify_seeds < 0
+                or not self.fit_min_budget >= 0):
+            raise ValueError("Sweep.verify_factor, Sweep.verify_bootstrap, Sweep.verify_seeds and Sweep.fit_min_budget "
+                             "must not be negative")
+        if self.fit_min_budget and (self.flops is None or self.fit_min_budget > max(self.flops)):
+            raise ValueError(f"Sweep.fit_min_budget = {self.fit_min_budget!r}: the fits would have no budget "
+                             f"(Sweep.flops = {self.flops!r})")
         if self.verify_factors and (not self.placement or not min(self.verify_factors) > 1):
             raise ValueError(f"Sweep.verify_factor = {self.verify_factor!r}: a verification run needs "
                              f"Sweep.placement and factors above 1 (0 turns it off)")
@@ -152,6 +160,7 @@ class Plan:
     budgets: list = dataclasses.field(default_factory=list)  # with Sweep.placement: sweep_design.BudgetPlan each
     verify_budgets: tuple = ()  # C of each verification run, once every budget is done
     verify_bootstrap: int = 0  # Sweep.verify_bootstrap
+    fit_min_budget: float = 0.0  # Sweep.fit_min_budget
     place: Optional[object] = None  # place(budget, targets, existing runs) -> new runs: ladder shapes at budget
 
     @property
@@ -385,7 +394,7 @@ def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, predictions: dict) -
         if verify_budget in predictions:
             runs += _verification_runs(sweep, place, predictions[verify_budget])
     return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting,
-                budgets, verify_budgets, sweep.verify_bootstrap, place)
+                budgets, verify_budgets, sweep.verify_bootstrap, sweep.fit_min_budget, place)
 
 
 def _verification_runs(sweep: Sweep, place, prediction: dict) -> list[Run]:
