@@ -133,8 +133,11 @@ def generate(model, params, prompts: list[list[int]], max_new_tokens: int, sampl
 
 
 def load_run(workdir: str):
-    """(model, params, tokenizer) of a run directory's latest checkpoint."""
+    """(model, params, tokenizer, step) of a run directory's latest checkpoint. The run's config.gin
+    replaces whatever gin config was parsed before, so that one process can load several runs."""
     import os
+
+    import gin
 
     from data import loader
     from model import build_model
@@ -146,7 +149,9 @@ def load_run(workdir: str):
     from train.trainer import TrainConfig, create_state
     if not os.path.exists(os.path.join(workdir, "config.gin")):
         raise cli.InputError(f"{workdir} holds no run (no config.gin)")
-    parse_gin([os.path.join(workdir, "config.gin")], [])
+    with gin.unlock_config():
+        gin.clear_config()
+        parse_gin([os.path.join(workdir, "config.gin")], [])
     model_cfg, data_cfg = TransformerConfig(), loader.DataConfig()
     total_steps = TrainConfig().total_steps(data_cfg.batch_size * data_cfg.seq_len)
     optimizer = make_optimizer(lr_schedule(total_steps))

@@ -52,18 +52,26 @@ def _residuals(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return y - y.sum() / w.sum() * w
 
 
-def _linearised_se(z: np.ndarray, w: np.ndarray) -> float:
-    """sqrt(n/(n-1) Σ z²) / Σ w for n clusters' linearised terms z; nan for fewer than two."""
+def _linearised_se(z: np.ndarray) -> float:
+    """sqrt(n/(n-1) Σ z²) for n clusters' linearised terms z (each y_d - R w_d over Σ w); nan for fewer than two."""
     n = len(z)
     if n < 2:
         return math.nan
-    return float(math.sqrt(n / (n - 1) * (z ** 2).sum()) / w.sum())
+    return float(math.sqrt(n / (n - 1) * (z ** 2).sum()))
 
 
 def ratio_se_of_sums(y, w) -> float:
     """Standard error of R = Σ y / Σ w from per-cluster sums y_d, w_d (clusters independent)."""
     y, w = np.asarray(y, np.float64), np.asarray(w, np.float64)
-    return _linearised_se(_residuals(y, w), w)
+    return _linearised_se(_residuals(y, w) / w.sum())
+
+
+def ratio_difference_se(y_a, w_a, y_b, w_b) -> float:
+    """Standard error of R_a - R_b (R = Σ y / Σ w) from two ratios' sums over the same clusters, paired:
+    z_d = (y_a,d - R_a w_a,d) / Σ w_a - (y_b,d - R_b w_b,d) / Σ w_b. Their weights may differ (two runs on the
+    same documents share them; two windows of one run's positions do not)."""
+    y_a, w_a, y_b, w_b = (np.asarray(x, np.float64) for x in (y_a, w_a, y_b, w_b))
+    return _linearised_se(_residuals(y_a, w_a) / w_a.sum() - _residuals(y_b, w_b) / w_b.sum())
 
 
 def ratio_standard_error(values, weights, clusters) -> float:
@@ -173,9 +181,7 @@ def _paired(a: EvalDocuments, b: EvalDocuments, name_a, name_b) -> tuple[float, 
         differ = int((a.weight != b.weight).sum())
         raise ValueError(f"runs {name_a} and {name_b} weigh {differ} of their {len(a.doc)} eval documents "
                          f"differently (another tokenizer, sequence length or objective?)")
-    w = a.weight
-    z = _residuals(a.nll, w) - _residuals(b.nll, w)
-    return a.loss - b.loss, _linearised_se(z, w)
+    return a.loss - b.loss, ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
 
 
 def paired_difference(run_dir_a, run_dir_b) -> tuple[float, float]:

@@ -142,11 +142,17 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, z_loss, 
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params, batch, *, model):
-    """Per-row sums of the weighted nll and of the weights, so that the host can group rows by document."""
+def position_losses(params, batch, *, model):
+    """The weighted nll of every eval target and its weight, each [rows, positions]."""
     nll, _ = _token_losses(model.apply({"params": params}, batch, deterministic=True), batch)
     w = batch["weights"]
-    return (nll * w).sum(axis=-1), w.sum(axis=-1)
+    return nll * w, w
+
+
+def eval_step(params, batch, *, model):
+    """Per-row sums of the weighted nll and of the weights, so that the host can group rows by document."""
+    nll, w = position_losses(params, batch, model=model)
+    return nll.sum(axis=-1), w.sum(axis=-1)
 
 
 def create_state(rng, model, optimizer, example_batch: dict, unbox: bool) -> TrainState:
@@ -264,6 +270,17 @@ def objective_options(model_cfg: TransformerConfig, data_cfg: loader.DataConfig,
     return {"objective": "prefix_lm" if model_cfg.attention_mask == "prefix" else "lm"}
 
 
+def held_out_batches(data: loader.Data, model_cfg: TransformerConfig, data_cfg: loader.DataConfig) -> list[dict]:
+    """A run's eval set, built the same way by training and by the tools that score its checkpoints
+    (evaluation.context_loss). CorpusError when the eval split is too small for one batch."""
+    try:
+        return eval_batches(data.eval_docs, data.tokenizer, data_cfg.seq_len, data_cfg.eval_rows_per_batch,
+                            data_cfg.eval_batches, text_key=data_cfg.text_key,
+                            **objective_options(model_cfg, data_cfg, data.tokenizer.vocab_size))
+    except ValueError as error:
+        raise CorpusError(str(error)) from error
+
+
 def check_settings(model_cfg: TransformerConfig, data_cfg: loader.DataConfig, train_cfg: TrainConfig) -> int:
     """The checks of a run's settings that need neither its data nor its devices, made by train.main
     and, for every run it plans, by train.sweep (--dry_run included). Returns the run's steps.
@@ -307,11 +324,7 @@ def configure(workdir: str, start_over: bool = False) -> Setup:
     elif data.tokenizer.vocab_size != model_cfg.vocab_size:
         raise ValueError(f"TransformerConfig.vocab_size {model_cfg.vocab_size} differs from the tokenizer's "
                          f"{data.tokenizer.vocab_size} (DataConfig.vocab_size {data_cfg.vocab_size})")
-    try:
-        evals = eval_batches(data.eval_docs, data.tokenizer, data_cfg.seq_len, data_cfg.eval_rows_per_batch,
-                             data_cfg.eval_batches, text_key=data_cfg.text_key, **objective)
-    except ValueError as error:
-        raise CorpusError(str(error)) from error
+    evals = held_out_batches(data, model_cfg, data_cfg)
     order = None
     if data.doc_sources is not None:
         order = DocumentOrder(data.doc_sources, data.source_names, data_cfg.seed, dict(data_cfg.mixture),

@@ -1,0 +1,163 @@
+"""Loss against context: how much a model gains from the tokens it has already read.
+
+Each eval target at position t of its row is predicted from the t tokens before it, so the eval
+loss per position is a curve in context length. Kaplan et al. (2020, section 6.3) found that
+curve falling as a power law in t, more steeply for larger models; Olsson et al. (2022) call the
+loss at a late token minus the loss at an early one (their 500th and 50th) the in-context
+learning score, and saw it drop at once when induction heads form.
+
+    python -m evaluation.context_loss --workdir=RUN [--workdir=RUN ...] [--early=8:16] [--late=96:128] \\
+        [--out=FILE.json] [--plot=FILE.png]
+
+scores each run's latest checkpoint on its own eval set (rebuilt as training built it: the
+mean over positions is the run's eval loss), and prints per run its eval loss, the loss over
+the early and the late window of positions, and the score late - early with its standard
+error over eval documents (paired: both windows come from the same rows). --out keeps every
+run's loss per position; --plot draws them against context length.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+import cli
+from scaling.eval_precision import document_sums, ratio_difference_se
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextLosses:
+    """One run's eval set scored per position: weighted nll and weights [rows, positions], and each row's document."""
+    nll: np.ndarray
+    weight: np.ndarray
+    doc: np.ndarray
+
+    @property
+    def loss(self) -> float:
+        """The eval loss: every weighted target's nll over their count."""
+        return float(self.nll.sum() / self.weight.sum())
+
+    def per_position(self) -> np.ndarray:
+        """The loss at each position (nan where no row has a weighted target)."""
+        weight = self.weight.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(weight > 0, self.nll.sum(axis=0) / weight, np.nan)
+
+    def _window_sums(self, window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        start, stop = window
+        _, (nll, weight) = document_sums(self.doc, self.nll[:, start:stop].sum(axis=1),
+                                         self.weight[:, start:stop].sum(axis=1))
+        return nll, weight
+
+    def window_loss(self, window: tuple[int, int]) -> float:
+        nll, weight = self._window_sums(window)
+        return float(nll.sum() / weight.sum())
+
+    def score(self, early: tuple[int, int], late: tuple[int, int]) -> tuple[float, float]:
+        """(loss over the late window - loss over the early one, its standard error over eval documents)."""
+        late_nll, late_weight = self._window_sums(late)
+        early_nll, early_weight = self._window_sums(early)
+        return (self.window_loss(late) - self.window_loss(early),
+                ratio_difference_se(late_nll, late_weight, early_nll, early_weight))
+
+
+def score_positions(model, params, batches: Sequence[dict]) -> ContextLosses:
+    """Every eval batch through the model, keeping the loss of each position."""
+    import jax
+    import jax.numpy as jnp
+
+    from data.pipeline import model_inputs
+    from train.trainer import position_losses
+    step = jax.jit(lambda p, b: position_losses(p, b, model=model))
+    scored = [step(params, {k: jnp.asarray(v) for k, v in model_inputs(batch).items()}) for batch in batches]
+    nll, weight = (np.concatenate([np.asarray(s[i], np.float64) for s in scored]) for i in (0, 1))
+    return ContextLosses(nll, weight, np.concatenate([batch["doc"] for batch in batches]))
+
+
+def score_run(workdir: str, windows: Optional[dict] = None) -> tuple[ContextLosses, int]:
+    """(a run's latest checkpoint scored per position on the run's eval set, that checkpoint's step).
+    windows: {name: (start, stop)}, each checked against the run's row length before any scoring."""
+    from data import loader
+    from evaluation.generate import load_run
+    from model.transformer import TransformerConfig
+    from train.trainer import held_out_batches
+    model, params, _, step = load_run(workdir)
+    data_cfg = loader.DataConfig()
+    for name, (start, stop) in (windows or {}).items():
+        if stop > data_cfg.seq_len:
+            raise cli.InputError(f"--{name}={start}:{stop} ends past {workdir}'s rows of {data_cfg.seq_len} tokens")
+    batches = held_out_batches(loader.load(data_cfg), TransformerConfig(), data_cfg)
+    return score_positions(model, params, batches), step
+
+
+def window(text: str) -> tuple[int, int]:
+    """'START:STOP', positions START to STOP - 1 of a row."""
+    try:
+        start, stop = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a window is START:STOP (e.g. 8:16), got {text!r}") from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"a window needs 0 <= START < STOP, got {text!r}")
+    return start, stop
+
+
+def _plot(path: str, curves: dict, early, late) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    for span, label in ((early, "early"), (late, "late")):
+        ax.axvspan(span[0] + 1, span[1], alpha=0.12, color="grey")
+        ax.text(span[0] + 1, ax.get_ylim()[1], label, va="top", fontsize=8)
+    ax.set(xscale="log", xlabel="tokens of context (position + 1)", ylabel="eval loss (nats)",
+           title="Loss against context length")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m evaluation.context_loss", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", action="append", required=True, help="a train.main run directory; repeatable")
+    parser.add_argument("--early", type=window, default=(8, 16), help="START:STOP, positions of the early window")
+    parser.add_argument("--late", type=window, default=(96, 128), help="START:STOP, positions of the late window")
+    parser.add_argument("--out", help="a JSON file for every run's loss per position")
+    parser.add_argument("--plot", help="a figure of the losses against context length")
+    args = parser.parse_args(argv)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    results, curves = [], {}
+    print(f"{'run':24s} {'step':>6s} {'eval loss':>9s} {'early':>7s} {'late':>7s}  late - early (SE)")
+    for workdir in args.workdir:
+        scored, step = score_run(workdir, {"early": args.early, "late": args.late})
+        value, se = scored.score(args.early, args.late)
+        name = workdir.rstrip("/").split("/")[-1]
+        row = {"run": name, "workdir": workdir, "step": int(step), "eval_loss": scored.loss,
+               "early_loss": scored.window_loss(args.early), "late_loss": scored.window_loss(args.late),
+               "score": value, "score_se": se, "loss_per_position": scored.per_position().tolist()}
+        results.append(row)
+        curves[name] = row["loss_per_position"]
+        print(f"{name:24s} {step:6d} {row['eval_loss']:9.4f} {row['early_loss']:7.4f} {row['late_loss']:7.4f}  "
+              f"{value:+.4f} ({se:.4f})", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"early": list(args.early), "late": list(args.late), "runs": results}, f, indent=1)
+    if args.plot:
+        _plot(args.plot, curves, args.early, args.late)
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from data.corpus import CorpusError
+    return cli.run(_main, argv, errors=(cli.InputError, ValueError, CorpusError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Loss against context (evaluation/context_loss.py): the per-position losses of a trained run against
+plain forward passes and against the run's own eval loss, the in-context score and its standard error
+against a delete-one-document jackknife, and its bad input."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from evaluation import context_loss
+from evaluation.context_loss import ContextLosses
+from tests.conftest import TINY_MODEL, run_main
+from tests.test_bad_input import assert_one_line_error
+
+
+def random_losses(seed, rows=400, positions=24, documents=90, gain=0.0):
+    """Rows of random per-position losses, each row from one of `documents`, whose loss falls by `gain`
+    nats between its first and last position, with a per-document offset (so rows of a document correlate)
+    and some unweighted targets."""
+    rng = np.random.default_rng(seed)
+    doc = rng.integers(0, documents, rows)
+    offset = rng.normal(0, 0.5, documents)[doc][:, None]
+    nll = 3.0 + offset - gain * np.linspace(0, 1, positions)[None] + rng.gamma(2.0, 0.3, (rows, positions))
+    weight = (rng.random((rows, positions)) > 0.1).astype(float)
+    return ContextLosses(nll * weight, weight, doc)
+
+
+def jackknife_se(losses: ContextLosses, early, late) -> float:
+    """Delete-one-document jackknife of (late-window loss - early-window loss), from the row arrays."""
+    def score(keep):
+        def window(span):
+            return losses.nll[keep, span[0]:span[1]].sum() / losses.weight[keep, span[0]:span[1]].sum()
+        return window(late) - window(early)
+    documents = np.unique(losses.doc)
+    leave_one_out = np.array([score(losses.doc != d) for d in documents])
+    n = len(documents)
+    return float(np.sqrt((n - 1) / n * ((leave_one_out - leave_one_out.mean()) ** 2).sum()))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_and_its_standard_error_against_a_jackknife(seed):
+    rng = np.random.default_rng(100 + seed)
+    gain = rng.uniform(0.1, 0.8)
+    losses = random_losses(seed, gain=gain)
+    early, late = (2, 6), (16, 24)
+    value, se = losses.score(early, late)
+    by_hand = [losses.nll[:, a:b].sum() / losses.weight[:, a:b].sum() for a, b in (late, early)]
+    assert value == pytest.approx(by_hand[0] - by_hand[1], rel=1e-12)
+    # The linearised (delta-method) and the jackknife standard errors agree to O(1/n) over 90 documents.
+    assert se == pytest.approx(jackknife_se(losses, early, late), rel=0.05)
+    assert 0 < se < 0.1
+    # The late window sits about gain * (19.5 - 3.5) / 23 below the early one.
+    assert value == pytest.approx(-gain * 16 / 23, abs=5 * se)
+
+
+def test_rows_in_any_order_give_the_same_profile_and_score():
+    losses = random_losses(3, gain=0.4)
+    order = np.random.default_rng(4).permutation(len(losses.doc))
+    shuffled = ContextLosses(losses.nll[order], losses.weight[order], losses.doc[order])
+    np.testing.assert_allclose(shuffled.per_position(), losses.per_position(), rtol=1e-12)
+    np.testing.assert_allclose(shuffled.score((0, 4), (20, 24)), losses.score((0, 4), (20, 24)), rtol=1e-10)
+    assert shuffled.loss == pytest.approx(losses.loss, rel=1e-12)
+
+
+def test_a_loss_the_same_at_every_position_scores_zero_with_no_spread():
+    nll = np.tile(np.random.default_rng(5).gamma(2.0, 1.0, 50)[:, None], (1, 16))  # each row flat
+    losses = ContextLosses(nll, np.ones_like(nll), np.arange(50))
+    value, se = losses.score((0, 4), (8, 16))
+    assert value == pytest.approx(0.0, abs=1e-12) and se == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_corpus, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("context") / "run"
+    result = run_main(workdir, [*tiny_corpus, *TINY_MODEL, "TrainConfig.train_steps = 6"])
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+def test_a_trained_run_scored_per_position(trained_run, tmp_path, capsys):
+    out, plot = tmp_path / "context.json", tmp_path / "context.png"
+    assert context_loss.main([f"--workdir={trained_run}", "--early=2:6", "--late=24:32", f"--out={out}",
+                              f"--plot={plot}"]) == 0
+    printed = capsys.readouterr().out
+    row, = json.loads(out.read_text())["runs"]
+    summary = json.loads((trained_run / "summary.json").read_text())
+    # Rebuilt as training built it: the mean over positions is the eval loss the run recorded.
+    assert row["eval_loss"] == pytest.approx(summary["final_eval_loss"], rel=1e-5)
+    assert row["step"] == 6 and row["run"] in printed and plot.stat().st_size > 0
+    assert row["score"] == pytest.approx(row["late_loss"] - row["early_loss"], rel=1e-9)
+
+    # Every position's loss from plain forward passes over the same eval rows, log-softmax by scipy.
+    from data import loader
+    from evaluation.generate import load_run
+    from model.transformer import TransformerConfig
+    from train.trainer import held_out_batches
+    model, params, _, _ = load_run(str(trained_run))
+    data_cfg = loader.DataConfig()
+    batches = held_out_batches(loader.load(data_cfg), TransformerConfig(), data_cfg)
+    nll_sum, weight_sum = np.zeros(data_cfg.seq_len), np.zeros(data_cfg.seq_len)
+    for batch in batches:
+        logits = np.asarray(model.apply({"params": params}, {"inputs": batch["inputs"]}), np.float64)
+        logprobs = np.take_along_axis(log_softmax(logits, axis=-1), batch["targets"][..., None], axis=-1)[..., 0]
+        nll_sum += (-logprobs * batch["weights"]).sum(axis=0)
+        weight_sum += batch["weights"].sum(axis=0)
+    np.testing.assert_allclose(row["loss_per_position"], nll_sum / weight_sum, rtol=2e-5)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--late=24:40"], ["--late=24:40", "32"]),
+    (["--early=6:2"], ["START < STOP"]),
+    (["--early=a:b"], ["START:STOP"]),
+])
+def test_bad_windows(trained_run, capfd, args, words):
+    code = context_loss.main([f"--workdir={trained_run}", *args])
+    assert_one_line_error(subprocess.CompletedProcess(args, code, *capfd.readouterr()), *words)
+
+
+def test_a_directory_without_a_run(tmp_path, capfd):
+    code = context_loss.main([f"--workdir={tmp_path}"])
+    assert_one_line_error(subprocess.CompletedProcess([], code, *capfd.readouterr()), "no run")
