@@ -1,19 +1,21 @@
 """Loss against context: how much a model gains from the tokens it has already read.
 
 Each eval target at position t of its row is predicted from the t tokens before it, so the eval
-loss per position is a curve in context length. Kaplan et al. (2020, section 6.3) found that
-curve falling as a power law in t, more steeply for larger models; Olsson et al. (2022) call the
+loss per position is a curve in context length. Kaplan et al. (2020) found that curve falling
+as a power law in t, more steeply for larger models; Olsson et al. (2022) call the
 loss at a late token minus the loss at an early one (their 500th and 50th) the in-context
 learning score, and saw it drop at once when induction heads form.
 
     python -m evaluation.context_loss --workdir=RUN [--workdir=RUN ...] [--early=8:16] [--late=96:128] \\
-        [--out=FILE.json] [--plot=FILE.png]
+        [--every_checkpoint] [--out=FILE.json] [--plot=FILE.png]
 
 scores each run's latest checkpoint on its own eval set (rebuilt as training built it: the
 mean over positions is the run's eval loss), and prints per run its eval loss, the loss over
 the early and the late window of positions, and the score late - early with its standard
-error over eval documents (paired: both windows come from the same rows). --out keeps every
-run's loss per position; --plot draws them against context length.
+error over eval documents (paired: both windows come from the same rows). --every_checkpoint
+scores each saved checkpoint, to see when in training a model starts to use its context. --out
+keeps every row, with the loss per position; --plot draws the losses against context length, and
+the score against the tokens trained when a run has several checkpoints.
 """
 from __future__ import annotations
 
@@ -78,14 +80,26 @@ def score_positions(model, params, batches: Sequence[dict]) -> ContextLosses:
     return ContextLosses(nll, weight, np.concatenate([batch["doc"] for batch in batches]))
 
 
-def score_run(workdir: str, windows: Optional[dict] = None) -> tuple[ContextLosses, int]:
-    """(a run's latest checkpoint scored per position on the run's eval set, that checkpoint's step).
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The steps of a run's saved checkpoints, oldest first."""
+    import os
+
+    from train.checkpoints import Checkpointer
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1000)
+    try:
+        return checkpointer.steps()
+    finally:
+        checkpointer.close()
+
+
+def score_run(workdir: str, windows: Optional[dict] = None, step: Optional[int] = None) -> tuple[ContextLosses, int]:
+    """(a run's checkpoint at `step`, default its latest, scored per position on the run's eval set; its step).
     windows: {name: (start, stop)}, each checked against the run's row length before any scoring."""
     from data import loader
     from evaluation.generate import load_run
     from model.transformer import TransformerConfig
     from train.trainer import held_out_batches
-    model, params, _, step = load_run(workdir)
+    model, params, _, step = load_run(workdir, step)
     data_cfg = loader.DataConfig()
     for name, (start, stop) in (windows or {}).items():
         if stop > data_cfg.seq_len:
@@ -105,19 +119,36 @@ def window(text: str) -> tuple[int, int]:
     return start, stop
 
 
-def _plot(path: str, curves: dict, early, late) -> None:
+def _plot(path: str, results: list[dict], early, late) -> None:
+    """Loss against context length, one curve per scored checkpoint; beside it, where a run has several
+    checkpoints, their late - early score against the tokens trained."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    runs = sorted({row["run"] for row in results}, key=[row["run"] for row in results].index)
+    over_training = any(sum(row["run"] == run for row in results) > 1 for run in runs)
+    fig, axes = plt.subplots(1, 2 if over_training else 1, figsize=(13 if over_training else 7, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    for row in results:
+        label = f"{row['run']} step {row['step']}" if over_training else row["run"]
+        curve = row["loss_per_position"]
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=label)
     for span, label in ((early, "early"), (late, "late")):
         ax.axvspan(span[0] + 1, span[1], alpha=0.12, color="grey")
         ax.text(span[0] + 1, ax.get_ylim()[1], label, va="top", fontsize=8)
     ax.set(xscale="log", xlabel="tokens of context (position + 1)", ylabel="eval loss (nats)",
            title="Loss against context length")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
+    if over_training:
+        ax = axes[0, 1]
+        for run in runs:
+            rows = [row for row in results if row["run"] == run]
+            ax.errorbar([row["tokens"] for row in rows], [row["score"] for row in rows],
+                        yerr=[1.96 * row["score_se"] for row in rows], marker="o", capsize=2, label=run)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(xscale="log", xlabel="tokens trained", ylabel=f"loss at {late[0]}:{late[1]} - at {early[0]}:{early[1]}",
+               title="In-context score over training (95% intervals)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -130,27 +161,34 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--late", type=window, default=(96, 128), help="START:STOP, positions of the late window")
     parser.add_argument("--out", help="a JSON file for every run's loss per position")
     parser.add_argument("--plot", help="a figure of the losses against context length")
+    parser.add_argument("--every_checkpoint", action="store_true",
+                        help="score every saved checkpoint of each run, not only its latest")
     args = parser.parse_args(argv)
     from absl import logging as absl_logging
+
+    from data import loader
     absl_logging.set_verbosity(absl_logging.FATAL)
-    results, curves = [], {}
+    windows = {"early": args.early, "late": args.late}
+    results = []
     print(f"{'run':24s} {'step':>6s} {'eval loss':>9s} {'early':>7s} {'late':>7s}  late - early (SE)")
     for workdir in args.workdir:
-        scored, step = score_run(workdir, {"early": args.early, "late": args.late})
-        value, se = scored.score(args.early, args.late)
         name = workdir.rstrip("/").split("/")[-1]
-        row = {"run": name, "workdir": workdir, "step": int(step), "eval_loss": scored.loss,
-               "early_loss": scored.window_loss(args.early), "late_loss": scored.window_loss(args.late),
-               "score": value, "score_se": se, "loss_per_position": scored.per_position().tolist()}
-        results.append(row)
-        curves[name] = row["loss_per_position"]
-        print(f"{name:24s} {step:6d} {row['eval_loss']:9.4f} {row['early_loss']:7.4f} {row['late_loss']:7.4f}  "
-              f"{value:+.4f} ({se:.4f})", flush=True)
+        for wanted in checkpoint_steps(workdir) if args.every_checkpoint else [None]:
+            scored, step = score_run(workdir, windows, wanted)
+            value, se = scored.score(args.early, args.late)
+            data_cfg = loader.DataConfig()  # the run's: score_run parsed its config.gin
+            row = {"run": name, "workdir": workdir, "step": int(step),
+                   "tokens": int(step) * data_cfg.batch_size * data_cfg.seq_len, "eval_loss": scored.loss, "early_loss": scored.window_loss(args.early),
+                   "late_loss": scored.window_loss(args.late), "score": value, "score_se": se,
+                   "loss_per_position": scored.per_position().tolist()}
+            results.append(row)
+            print(f"{name:24s} {step:6d} {row['eval_loss']:9.4f} {row['early_loss']:7.4f} {row['late_loss']:7.4f}  "
+                  f"{value:+.4f} ({se:.4f})", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"early": list(args.early), "late": list(args.late), "runs": results}, f, indent=1)
     if args.plot:
-        _plot(args.plot, curves, args.early, args.late)
+        _plot(args.plot, results, args.early, args.late)
     return 0
 
 

@@ -132,9 +132,10 @@ def generate(model, params, prompts: list[list[int]], max_new_tokens: int, sampl
     return out
 
 
-def load_run(workdir: str):
-    """(model, params, tokenizer, step) of a run directory's latest checkpoint. The run's config.gin
-    replaces whatever gin config was parsed before, so that one process can load several runs."""
+def load_run(workdir: str, step: int | None = None):
+    """(model, params, tokenizer, step) of a run directory's checkpoint at `step` (default: its latest).
+    The run's config.gin replaces whatever gin config was parsed before, so that one process can load
+    several runs."""
     import os
 
     import gin
@@ -167,11 +168,18 @@ def load_run(workdir: str):
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             jax.eval_shape(partial(init, unbox=True), jax.random.PRNGKey(0)), shardings)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1000)
-    restored = checkpointer.restore_latest(abstract)
-    checkpointer.close()
-    if restored is None:
-        raise cli.InputError(f"{workdir} has no checkpoint yet")
-    step, state, _ = restored
+    try:
+        if step is None:
+            restored = checkpointer.restore_latest(abstract)
+            if restored is None:
+                raise cli.InputError(f"{workdir} has no checkpoint yet")
+            step, state, _ = restored
+        elif step in checkpointer.steps():
+            state, _ = checkpointer.restore(step, abstract)
+        else:
+            raise cli.InputError(f"{workdir} has no checkpoint at step {step} (it has {checkpointer.steps()})")
+    finally:
+        checkpointer.close()
     return model, state.params, loader.load(data_cfg).tokenizer, step
 
 

@@ -10,7 +10,7 @@ from scipy.special import log_softmax
 
 from evaluation import context_loss
 from evaluation.context_loss import ContextLosses
-from tests.conftest import TINY_MODEL, run_main
+from tests.conftest import TINY_MODEL, metrics_rows, run_main
 from tests.test_bad_input import assert_one_line_error
 
 
@@ -73,7 +73,8 @@ def test_a_loss_the_same_at_every_position_scores_zero_with_no_spread():
 @pytest.fixture(scope="module")
 def trained_run(tiny_corpus, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("context") / "run"
-    result = run_main(workdir, [*tiny_corpus, *TINY_MODEL, "TrainConfig.train_steps = 6"])
+    result = run_main(workdir, [*tiny_corpus, *TINY_MODEL, "TrainConfig.train_steps = 6", "TrainConfig.eval_every = 2",
+                                "TrainConfig.checkpoint_every = 2", "TrainConfig.keep_checkpoints = 10"])
     assert result.returncode == 0, result.stderr
     return workdir
 
@@ -87,7 +88,7 @@ def test_a_trained_run_scored_per_position(trained_run, tmp_path, capsys):
     summary = json.loads((trained_run / "summary.json").read_text())
     # Rebuilt as training built it: the mean over positions is the eval loss the run recorded.
     assert row["eval_loss"] == pytest.approx(summary["final_eval_loss"], rel=1e-5)
-    assert row["step"] == 6 and row["run"] in printed and plot.stat().st_size > 0
+    assert row["step"] == 6 and row["run"] in printed and plot.stat().st_size > 0 and row["tokens"] == 6 * 8 * 32
     assert row["score"] == pytest.approx(row["late_loss"] - row["early_loss"], rel=1e-9)
 
     # Every position's loss from plain forward passes over the same eval rows, log-softmax by scipy.
@@ -105,6 +106,26 @@ def test_a_trained_run_scored_per_position(trained_run, tmp_path, capsys):
         nll_sum += (-logprobs * batch["weights"]).sum(axis=0)
         weight_sum += batch["weights"].sum(axis=0)
     np.testing.assert_allclose(row["loss_per_position"], nll_sum / weight_sum, rtol=2e-5)
+
+
+def test_every_checkpoint_scored_as_training_evaluated_it(trained_run, tmp_path):
+    out = tmp_path / "context.json"
+    assert context_loss.main([f"--workdir={trained_run}", "--early=2:6", "--late=24:32", "--every_checkpoint",
+                              f"--out={out}", f"--plot={tmp_path / 'context.png'}"]) == 0
+    rows = json.loads(out.read_text())["runs"]
+    assert [row["step"] for row in rows] == [2, 4, 6]
+    assert [row["tokens"] for row in rows] == [step * 8 * 32 for step in (2, 4, 6)]  # TINY_MODEL: 8 rows of 32
+    trained = {row["step"]: row["eval_loss"] for row in metrics_rows(trained_run) if "eval_loss" in row}
+    for row in rows:
+        assert row["eval_loss"] == pytest.approx(trained[row["step"]], rel=1e-5)
+    assert len({round(row["eval_loss"], 6) for row in rows}) == 3
+
+
+def test_a_step_without_a_checkpoint(trained_run):
+    from cli import InputError
+    from evaluation.generate import load_run
+    with pytest.raises(InputError, match=r"no checkpoint at step 3 \(it has \[2, 4, 6\]\)"):
+        load_run(str(trained_run), step=3)
 
 
 @pytest.mark.parametrize("args, words", [

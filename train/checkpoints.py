@@ -43,6 +43,11 @@ class CheckpointError(Exception):
     """No checkpoint in the run's directory can be restored."""
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep: int):
         self.directory = os.path.abspath(directory)
@@ -69,6 +74,19 @@ class Checkpointer:
             raise ValueError(f"its arrays differ from the checksum saved with them ({', '.join(bad[:3])})")
         return restored.state, data
 
+    def steps(self) -> list[int]:
+        """The steps saved, oldest first."""
+        self.manager.wait_until_finished()
+        return sorted(self.manager.all_steps())
+
+    def restore(self, step: int, abstract_state):
+        """(state, data position) saved at `step`; CheckpointError naming the step if it will not restore."""
+        try:
+            return self._restore(step, abstract_state)
+        except Exception as error:  # orbax and tensorstore raise many kinds for a damaged file
+            raise CheckpointError(f"checkpoint at step {step} in {self.directory} cannot be restored: "
+                                  f"{_first_line(error)}") from None
+
     def restore_latest(self, abstract_state):
         """(step, state, data position) of the newest checkpoint that restores intact, or None if
         there is none. Broken newer ones are moved aside, with a warning on stderr."""
@@ -79,7 +97,7 @@ class Checkpointer:
             try:
                 state, data = self._restore(step, abstract_state)
             except Exception as error:  # orbax and tensorstore raise many kinds for a damaged file
-                broken.append((step, str(error).strip().splitlines()[0] if str(error).strip() else repr(error)))
+                broken.append((step, _first_line(error)))
                 continue
             self._move_aside(broken)
             return step, state, data
