@@ -7,12 +7,14 @@ loss at a late token minus the loss at an early one (their 500th and 50th) the i
 learning score, and saw it drop at once when induction heads form.
 
     python -m evaluation.context_loss --workdir=RUN [--workdir=RUN ...] [--early=8:16] [--late=96:128] \\
-        [--every_checkpoint] [--out=FILE.json] [--plot=FILE.png]
+        [--repeated_tokens=ROWS] [--every_checkpoint] [--out=FILE.json] [--plot=FILE.png]
 
 scores each run's latest checkpoint on its own eval set (rebuilt as training built it: the
 mean over positions is the run's eval loss), and prints per run its eval loss, the loss over
 the early and the late window of positions, and the score late - early with its standard
-error over eval documents (paired: both windows come from the same rows). --every_checkpoint
+error over eval documents (paired: both windows come from the same rows). --repeated_tokens
+scores rows of random pieces, each sequence read twice, instead (Olsson et al.'s test for
+induction heads: the second reading minus the first). --every_checkpoint
 scores each saved checkpoint, to see when in training a model starts to use its context. --out
 keeps every row, with the loss per position; --plot draws the losses against context length, and
 the score against the tokens trained when a run has several checkpoints.
@@ -92,20 +94,52 @@ def checkpoint_steps(workdir: str) -> list[int]:
         checkpointer.close()
 
 
-def score_run(workdir: str, windows: Optional[dict] = None, step: Optional[int] = None) -> tuple[ContextLosses, int]:
-    """(a run's checkpoint at `step`, default its latest, scored per position on the run's eval set; its step).
-    windows: {name: (start, stop)}, each checked against the run's row length before any scoring."""
+def repeated_token_batches(tokenizer, seq_len: int, rows: int, rows_per_batch: int, seed: int = 0) -> list[dict]:
+    """Olsson et al.'s induction test: rows of random text pieces, each row one random sequence of
+    seq_len // 2 pieces read twice (then the start of a third reading). Nothing predicts a first reading;
+    a model that finds the earlier occurrence of the current token and copies what followed it
+    predicts the second. Each row counts as its own document; rows are rounded up to whole batches."""
+    half = seq_len // 2
+    rows = -(-rows // rows_per_batch) * rows_per_batch  # whole batches, which split over the mesh as eval batches do
+    pieces = np.flatnonzero(tokenizer.piece_bytes > 0)  # no control or unknown ids
+    tokens = np.random.default_rng(seed).choice(pieces, (rows, half))
+    text = np.concatenate([tokens, tokens, tokens], axis=1)[:, :seq_len + 1].astype(np.int32)
+    batches = []
+    for start in range(0, rows, rows_per_batch):
+        chunk = text[start:start + rows_per_batch]
+        batches.append({"inputs": chunk[:, :-1], "targets": chunk[:, 1:],
+                        "weights": np.ones((len(chunk), seq_len), np.float32),
+                        "prefix_len": np.zeros(len(chunk), np.int32), "doc": np.arange(start, start + len(chunk))})
+    return batches
+
+
+def reading_windows(seq_len: int) -> dict:
+    """The targets of repeated_token_batches' first reading (its first piece has no target) and of its second."""
+    half = seq_len // 2
+    return {"early": (0, half - 1), "late": (half, 2 * half)}
+
+
+def score_run(workdir: str, windows: Optional[dict] = None, step: Optional[int] = None,
+              repeated_rows: int = 0) -> tuple[ContextLosses, int, dict]:
+    """(a run's checkpoint at `step`, default its latest, scored per position; its step; the windows).
+    It is scored on the run's eval set, or with repeated_rows on that many rows of repeated random
+    pieces, whose two readings are then the windows. windows: {name: (start, stop)}, each checked
+    against the run's row length before any scoring."""
     from data import loader
     from evaluation.generate import load_run
     from model.transformer import TransformerConfig
     from train.trainer import held_out_batches
-    model, params, _, step = load_run(workdir, step)
+    model, params, tokenizer, step = load_run(workdir, step)
     data_cfg = loader.DataConfig()
-    for name, (start, stop) in (windows or {}).items():
+    windows = reading_windows(data_cfg.seq_len) if repeated_rows else windows or {}
+    for name, (start, stop) in windows.items():
         if stop > data_cfg.seq_len:
             raise cli.InputError(f"--{name}={start}:{stop} ends past {workdir}'s rows of {data_cfg.seq_len} tokens")
-    batches = held_out_batches(loader.load(data_cfg), TransformerConfig(), data_cfg)
-    return score_positions(model, params, batches), step
+    if repeated_rows:
+        batches = repeated_token_batches(tokenizer, data_cfg.seq_len, repeated_rows, data_cfg.eval_rows_per_batch)
+    else:
+        batches = held_out_batches(loader.load(data_cfg), TransformerConfig(), data_cfg)
+    return score_positions(model, params, batches), step, windows
 
 
 def window(text: str) -> tuple[int, int]:
@@ -157,8 +191,11 @@ def _plot(path: str, results: list[dict], early, late) -> None:
 def _main(argv: list[str]) -> int:
     parser = cli.ArgumentParser(prog="python -m evaluation.context_loss", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", action="append", required=True, help="a train.main run directory; repeatable")
-    parser.add_argument("--early", type=window, default=(8, 16), help="START:STOP, positions of the early window")
-    parser.add_argument("--late", type=window, default=(96, 128), help="START:STOP, positions of the late window")
+    parser.add_argument("--early", type=window, help="START:STOP, positions of the early window (default 8:16)")
+    parser.add_argument("--late", type=window, help="START:STOP, positions of the late window (default 96:128)")
+    parser.add_argument("--repeated_tokens", type=cli.whole_number(1), default=0, metavar="ROWS",
+                        help="score ROWS rows (rounded up to whole eval batches) of random pieces read twice "
+                             "instead of the eval set; the windows are then the two readings")
     parser.add_argument("--out", help="a JSON file for every run's loss per position")
     parser.add_argument("--plot", help="a figure of the losses against context length")
     parser.add_argument("--every_checkpoint", action="store_true",
@@ -168,27 +205,31 @@ def _main(argv: list[str]) -> int:
 
     from data import loader
     absl_logging.set_verbosity(absl_logging.FATAL)
-    windows = {"early": args.early, "late": args.late}
+    if args.repeated_tokens and (args.early or args.late):
+        raise cli.InputError("--repeated_tokens scores the second reading against the first: leave out --early "
+                             "and --late")
+    windows = None if args.repeated_tokens else {"early": args.early or (8, 16), "late": args.late or (96, 128)}
     results = []
-    print(f"{'run':24s} {'step':>6s} {'eval loss':>9s} {'early':>7s} {'late':>7s}  late - early (SE)")
+    print(f"{'run':24s} {'step':>6s} {'loss':>7s} {'early':>7s} {'late':>7s}  late - early (SE)")
     for workdir in args.workdir:
         name = workdir.rstrip("/").split("/")[-1]
         for wanted in checkpoint_steps(workdir) if args.every_checkpoint else [None]:
-            scored, step = score_run(workdir, windows, wanted)
-            value, se = scored.score(args.early, args.late)
+            scored, step, used = score_run(workdir, windows, wanted, args.repeated_tokens)
+            value, se = scored.score(used["early"], used["late"])
             data_cfg = loader.DataConfig()  # the run's: score_run parsed its config.gin
             row = {"run": name, "workdir": workdir, "step": int(step),
-                   "tokens": int(step) * data_cfg.batch_size * data_cfg.seq_len, "eval_loss": scored.loss, "early_loss": scored.window_loss(args.early),
-                   "late_loss": scored.window_loss(args.late), "score": value, "score_se": se,
-                   "loss_per_position": scored.per_position().tolist()}
+                   "tokens": int(step) * data_cfg.batch_size * data_cfg.seq_len, "eval_loss": scored.loss,
+                   "early": list(used["early"]), "late": list(used["late"]),
+                   "early_loss": scored.window_loss(used["early"]), "late_loss": scored.window_loss(used["late"]),
+                   "score": value, "score_se": se, "loss_per_position": scored.per_position().tolist()}
             results.append(row)
-            print(f"{name:24s} {step:6d} {row['eval_loss']:9.4f} {row['early_loss']:7.4f} {row['late_loss']:7.4f}  "
+            print(f"{name:24s} {step:6d} {row['eval_loss']:7.4f} {row['early_loss']:7.4f} {row['late_loss']:7.4f}  "
                   f"{value:+.4f} ({se:.4f})", flush=True)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"early": list(args.early), "late": list(args.late), "runs": results}, f, indent=1)
-    if args.plot:
-        _plot(args.plot, results, args.early, args.late)
+            json.dump({"repeated_tokens": args.repeated_tokens, "runs": results}, f, indent=1)
+    if args.plot and results:
+        _plot(args.plot, results, results[0]["early"], results[0]["late"])
     return 0
 
 

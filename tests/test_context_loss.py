@@ -70,6 +70,32 @@ def test_a_loss_the_same_at_every_position_scores_zero_with_no_spread():
     assert value == pytest.approx(0.0, abs=1e-12) and se == pytest.approx(0.0, abs=1e-12)
 
 
+class FakeTokenizer:
+    def __init__(self, vocab_size, seed):
+        self.piece_bytes = np.random.default_rng(seed).integers(0, 4, vocab_size)  # 0: a control piece
+
+
+@pytest.mark.parametrize("seq_len, rows_per_batch", [(32, 8), (33, 5), (128, 32)])
+def test_repeated_tokens_windows_cover_the_two_readings(seq_len, rows_per_batch):
+    tokenizer = FakeTokenizer(300, seq_len)
+    batches = context_loss.repeated_token_batches(tokenizer, seq_len, 21, rows_per_batch, seed=seq_len)
+    rows = -(-21 // rows_per_batch) * rows_per_batch
+    assert [len(b["doc"]) for b in batches] == [rows_per_batch] * (rows // rows_per_batch)
+    inputs, targets, doc = (np.concatenate([b[k] for b in batches]) for k in ("inputs", "targets", "doc"))
+    assert inputs.shape == targets.shape == (rows, seq_len) and sorted(doc) == list(range(rows))
+    np.testing.assert_array_equal(inputs[:, 1:], targets[:, :-1])
+    assert (tokenizer.piece_bytes[inputs] > 0).all()
+    half = seq_len // 2
+    sequence = inputs[:, :half]
+    assert len({tuple(row) for row in sequence}) == rows  # every row its own sequence
+    windows = context_loss.reading_windows(seq_len)
+    early, late = (targets[:, slice(*windows[name])] for name in ("early", "late"))
+    np.testing.assert_array_equal(early, sequence[:, 1:])  # the first reading, after its first piece
+    np.testing.assert_array_equal(late, np.roll(sequence, -1, axis=1))  # the second, and the third's first piece
+    # Each late target follows, one reading back, the same piece its input is: what a copying head uses.
+    np.testing.assert_array_equal(inputs[:, slice(*windows["late"])], sequence)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tiny_corpus, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("context") / "run"
@@ -121,6 +147,16 @@ def test_every_checkpoint_scored_as_training_evaluated_it(trained_run, tmp_path)
     assert len({round(row["eval_loss"], 6) for row in rows}) == 3
 
 
+def test_repeated_tokens_on_a_trained_run(trained_run, tmp_path):
+    out = tmp_path / "repeated.json"
+    assert context_loss.main([f"--workdir={trained_run}", "--repeated_tokens=12", f"--out={out}"]) == 0
+    row, = json.loads(out.read_text())["runs"]
+    assert (row["early"], row["late"]) == ([0, 15], [16, 32])
+    assert row["score"] == pytest.approx(row["late_loss"] - row["early_loss"], rel=1e-9)
+    # Six steps of training: random pieces cost about as much to predict as the 512-piece vocabulary's log.
+    assert 0.7 * np.log(512) < row["early_loss"] < 1.5 * np.log(512)
+
+
 def test_a_step_without_a_checkpoint(trained_run):
     from cli import InputError
     from evaluation.generate import load_run
@@ -132,6 +168,8 @@ def test_a_step_without_a_checkpoint(trained_run):
     (["--late=24:40"], ["--late=24:40", "32"]),
     (["--early=6:2"], ["START < STOP"]),
     (["--early=a:b"], ["START:STOP"]),
+    (["--repeated_tokens=8", "--late=16:32"], ["--repeated_tokens", "--late"]),
+    (["--repeated_tokens=0"], ["at least 1"]),
 ])
 def test_bad_windows(trained_run, capfd, args, words):
     code = context_loss.main([f"--workdir={trained_run}", *args])
