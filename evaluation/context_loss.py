@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -84,8 +85,6 @@ def score_positions(model, params, batches: Sequence[dict]) -> ContextLosses:
 
 def checkpoint_steps(workdir: str) -> list[int]:
     """The steps of a run's saved checkpoints, oldest first."""
-    import os
-
     from train.checkpoints import Checkpointer
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1000)
     try:
@@ -161,7 +160,7 @@ def _plot(path: str, results: list[dict], early, late) -> None:
     import matplotlib.pyplot as plt
     runs = sorted({row["run"] for row in results}, key=[row["run"] for row in results].index)
     over_training = any(sum(row["run"] == run for row in results) > 1 for run in runs)
-    fig, axes = plt.subplots(1, 2 if over_training else 1, figsize=(13 if over_training else 7, 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if over_training else 1, figsize=(15 if over_training else 9, 4.5), squeeze=False)
     ax = axes[0, 0]
     for row in results:
         label = f"{row['run']} step {row['step']}" if over_training else row["run"]
@@ -172,7 +171,7 @@ def _plot(path: str, results: list[dict], early, late) -> None:
         ax.text(span[0] + 1, ax.get_ylim()[1], label, va="top", fontsize=8)
     ax.set(xscale="log", xlabel="tokens of context (position + 1)", ylabel="eval loss (nats)",
            title="Loss against context length")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves, not over them
     if over_training:
         ax = axes[0, 1]
         for run in runs:
@@ -208,6 +207,9 @@ def _main(argv: list[str]) -> int:
     if args.repeated_tokens and (args.early or args.late):
         raise cli.InputError("--repeated_tokens scores the second reading against the first: leave out --early "
                              "and --late")
+    for path in (args.out, args.plot):  # before the scoring, not after it
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise cli.InputError(f"{path}: its directory does not exist")
     windows = None if args.repeated_tokens else {"early": args.early or (8, 16), "late": args.late or (96, 128)}
     results = []
     print(f"{'run':24s} {'step':>6s} {'loss':>7s} {'early':>7s} {'late':>7s}  late - early (SE)")
@@ -235,7 +237,8 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     from data.corpus import CorpusError
-    return cli.run(_main, argv, errors=(cli.InputError, ValueError, CorpusError))
+    from train.checkpoints import CheckpointError
+    return cli.run(_main, argv, errors=(cli.InputError, ValueError, CorpusError, CheckpointError))
 
 
 if __name__ == "__main__":

@@ -170,6 +170,7 @@ def test_a_step_without_a_checkpoint(trained_run):
     (["--early=a:b"], ["START:STOP"]),
     (["--repeated_tokens=8", "--late=16:32"], ["--repeated_tokens", "--late"]),
     (["--repeated_tokens=0"], ["at least 1"]),
+    (["--out=/no/such/directory/context.json"], ["/no/such/directory/context.json", "does not exist"]),
 ])
 def test_bad_windows(trained_run, capfd, args, words):
     code = context_loss.main([f"--workdir={trained_run}", *args])
