@@ -12,6 +12,8 @@ does) and predicts the verification run's loss over that window with each approa
 through the IsoFLOP minima at its own N_opt, Approach 3's and KM's L(N, D) at the run's N and D. Each is set
 against both seeds of the verification run (seed 1 from ../isoflop_cpu_ablation/seeds/). It also prints
 Approach 3's exponent a and the RMS of its log residuals, how far the form misses the runs it was fitted on.
+Last, for each window, the backtest that needs no verification run: the budgets 1e13 and 3e13 each predicted
+from the window's budgets below them, against their own parabola's minimum (scaling.predict --backtest).
 
     python results/isoflop_cpu_3e13/context_predictions.py > results/isoflop_cpu_3e13/context_predictions.txt
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.inputs import arrays_from_rows, budget_window, fit_rows, load_results
-from scaling.predict import loss_from_fits, predict_from_fits
+from scaling.predict import backtest, backtest_report, loss_from_fits, predict_from_fits
 from scaling.sweep_fits import fit_sweep
 
 HERE = Path(__file__).parent
@@ -32,6 +34,11 @@ SEED_1 = HERE.parent / "isoflop_cpu_ablation" / "seeds" / "d104l4_C1.2e14_seed1_
 
 def curves(path):
     return {row["run"]: np.array(row["loss_per_position"]) for row in json.loads(path.read_text())["runs"]}
+
+
+def at_positions(start, stop):
+    """The window's rows, each run's eval loss its mean over positions start:stop."""
+    return [{**row, "final_eval_loss": float(per_position[row["run"]][start:stop].mean())} for row in rows]
 
 
 def relative(measured, predicted, interval):
@@ -47,7 +54,7 @@ print(f"fits on {len(fit_rows(rows))} runs, budgets {MIN_BUDGET:.0e}-3e13, {BOOT
       f"predicted: {verification['run']} (N {verification['params_total']:,}, D {verification['tokens']:,}) "
       f"and its second seed; error = (measured - predicted) / predicted\n")
 for start, stop in WINDOWS:
-    windowed = [{**row, "final_eval_loss": float(per_position[row["run"]][start:stop].mean())} for row in rows]
+    windowed = at_positions(start, stop)
     fits = fit_sweep(fit_rows(windowed), "chinchilla", BOOTSTRAP, laws=("chinchilla", "kaplan", "isoflop"))
     trend = predict_from_fits(fits, verification["budget"])["isoflop"]
     at_run = loss_from_fits(fits, verification["params_total"], verification["tokens"])
@@ -66,3 +73,7 @@ for start, stop in WINDOWS:
     print(f"  a: Approach 2 {a2.a:.3f} [{a2.intervals['a'][0]:.3f}, {a2.intervals['a'][1]:.3f}], Approach 3 "
           f"{a3.a:.3f} [{a3.intervals['a'][0]:.3f}, {a3.intervals['a'][1]:.3f}]; Approach 3's log residuals: "
           f"RMS {100 * np.sqrt(np.mean(residual ** 2)):.2f}%, largest {100 * np.abs(residual).max():.2f}%\n")
+
+for start, stop in WINDOWS:
+    steps = backtest(at_positions(start, stop), "chinchilla", BOOTSTRAP)
+    print(f"positions {start}:{stop}, " + backtest_report(steps, "chinchilla", BOOTSTRAP) + "\n")
