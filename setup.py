@@ -15,8 +15,9 @@ setup(
                                     "scaling", "scaling.*", "evaluation", "evaluation.*", "cli"]),
     include_package_data=True,
     package_data={"scaling": ["reference_data/*.csv", "reference_data/README.md"]},
+    # jax 0.7.1 brought jax.set_mesh (train/partitioning.activate).
     install_requires=[
-        "jax>=0.4.35,<0.13",
+        "jax>=0.7.1,<0.13",
         "flax>=0.10,<0.14",
         "optax>=0.2.3",
         "orbax-checkpoint>=0.10",
@@ -34,8 +35,8 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "gpu": ["jax[cuda12]>=0.4.35,<0.13"],
-        "tpu": ["jax[tpu]>=0.4.35,<0.13"],
+        "gpu": ["jax[cuda12]>=0.7.1,<0.13"],
+        "tpu": ["jax[tpu]>=0.7.1,<0.13"],
         "torch": ["torch>=2.4"],
         "lm_eval": ["lm-eval>=0.4"],
         "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],

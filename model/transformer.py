@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import flax.linen as nn
 import gin
@@ -164,14 +164,32 @@ class TransformerConfig:
         return self.moe_every or 1
 
 
-def dense(cfg: TransformerConfig, features, axes: tuple, name: str, contract=-1, std=None):
-    """A DenseGeneral whose kernel (and bias) carry the logical axis names `axes`."""
-    n_out = len(features) if isinstance(features, tuple) else 1
-    return nn.DenseGeneral(
-        features, axis=contract, use_bias=cfg.use_bias, dtype=cfg.compute_dtype,
-        param_dtype=jnp.float32, name=name,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std or cfg.init_std), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-n_out:]))
+class Dense(nn.Module):
+    """A linear map from x's last `n_in` axes to `features`, its kernel (and bias) carrying the logical axis
+    names `axes`, the inputs' then the outputs'.
+
+    Not Flax's DenseGeneral: that initialises a flattened kernel, and under jax.set_mesh its logical names
+    become a sharding constraint of the wrong rank. This kernel is initialised at its own shape, which
+    draws the same numbers."""
+    cfg: TransformerConfig
+    features: Union[int, tuple]
+    axes: tuple
+    n_in: int = 1
+    std: Optional[float] = None
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        features = self.features if isinstance(self.features, tuple) else (self.features,)
+        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.normal(self.std or cfg.init_std),
+                                                                   self.axes),
+                            x.shape[x.ndim - self.n_in:] + features, jnp.float32)
+        y = jnp.tensordot(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype), self.n_in)
+        if cfg.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[-len(features):]),
+                              features, jnp.float32)
+            y = y + bias.astype(cfg.compute_dtype)
+        return y
 
 
 class Norm(nn.Module):
@@ -311,7 +329,7 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x, mask, bias, where: Optional[Positions] = None, context=None):
         cfg = self.cfg
-        q = dense(cfg, (cfg.n_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "query")(x)
+        q = Dense(cfg, (cfg.n_heads, cfg.head_dim), ("embed", "heads", "head_dim"), name="query")(x)
         if self.cross:
             k, v = self.context_keys_values(context, where)
         else:
@@ -325,14 +343,13 @@ class Attention(nn.Module):
         # Grouped-query attention is native here: n_heads must be a multiple of kv heads.
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=cfg.attention_implementation)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
-        return dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "out", contract=(-2, -1),
-                     std=self.out_std)(out)
+        return Dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), n_in=2, std=self.out_std, name="out")(out)
 
     def keys_values(self, source):
         cfg = self.cfg
-        k = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "key")(source)
-        v = dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), "value",
-                  std=self.inner_std)(source)
+        k = Dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), name="key")(source)
+        v = Dense(cfg, (cfg.kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim"), std=self.inner_std,
+                  name="value")(source)
         return k, v
 
     def context_keys_values(self, context, where: Optional[Positions]):
@@ -399,7 +416,7 @@ class Mlp(nn.Module):
         def project(inputs, features: int, axes: tuple, name: str, std: float):
             if self.experts:
                 return ExpertDense(cfg, features, axes, std, name=name)(inputs)
-            return dense(cfg, features, axes, name, std=std)(inputs)
+            return Dense(cfg, features, axes, std=std, name=name)(inputs)
 
         project_in = lambda name: project(x, cfg.d_ff, ("embed", "mlp"), name, self.inner_std)  # noqa: E731
         h = mlp_activation(cfg, project_in("wi"), project_in("wi_gate") if cfg.gated else None)
@@ -518,7 +535,7 @@ def output_logits(cfg: TransformerConfig, embed: nn.Embed, x):
     if cfg.tie_embeddings:
         logits = embed.attend(x)
     else:
-        logits = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "lm_head")(x)
+        logits = Dense(cfg, cfg.vocab_size, ("embed", "vocab"), name="lm_head")(x)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 

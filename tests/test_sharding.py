@@ -14,16 +14,14 @@ from tests.conftest import REPO, main_env
 
 PROBE = r'''
 import json, warnings
+warnings.filterwarnings('error', category=DeprecationWarning, module='jax')  # no deprecated jax on this path
 from functools import partial
-import flax.linen as nn
 import jax, jax.numpy as jnp
 from model import build_model
 from model.transformer import TransformerConfig
 from train import partitioning
 from train.optimizer import lr_schedule, make_optimizer
 from train.trainer import create_state, train_step
-
-warnings.simplefilter('ignore', DeprecationWarning)  # `with mesh:`, as in train/trainer.py
 
 def probe(preset, mesh_shape):
     cfg = TransformerConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_len=32)
@@ -33,7 +31,7 @@ def probe(preset, mesh_shape):
     tx = make_optimizer(schedule)
     batch = {"inputs": jnp.zeros((8, 32), jnp.int32), "targets": jnp.zeros((8, 32), jnp.int32),
              "weights": jnp.ones((8, 32)), "prefix_len": jnp.zeros((8,), jnp.int32)}
-    with mesh, nn.logical_axis_rules(rules):  # as the trainer does
+    with partitioning.activate(mesh, rules):  # as the trainer does
         init = partial(create_state, model=model, optimizer=tx, example_batch={k: v[:1] for k, v in batch.items()})
         rng = jax.random.PRNGKey(0)
         shardings = partitioning.logical_shardings(jax.eval_shape(partial(init, unbox=False), rng), mesh, rules)

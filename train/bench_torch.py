@@ -196,7 +196,7 @@ def _by_torch_name(tree: dict) -> dict:
 
 
 def load_flax_params(model: Transformer, params: dict) -> None:
-    """Copies an unboxed flax parameter tree of the same config into the model. A DenseGeneral kernel
+    """Copies an unboxed flax parameter tree of the same config into the model. A Dense kernel
     (in..., out...) becomes nn.Linear's (out, in) weight; every torch parameter must receive a value."""
     state = {}
     for name, value in _by_torch_name(_unstacked_layers(model.cfg, params)).items():

@@ -14,6 +14,7 @@ initialiser with those `out_shardings`. No device ever holds a full copy.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -143,9 +144,19 @@ def logical_shardings(abstract_tree, mesh: Mesh, rules: tuple):
     """
     logical_specs = nn.get_partition_spec(abstract_tree)
     mesh_specs = nn.logical_to_mesh(logical_specs, rules)
-    shapes = nn.meta.unbox(abstract_tree)
+    # The boxes' values as they are: unboxing would apply the constraints, which abstract values cannot take.
+    shapes = jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, abstract_tree,
+                          is_leaf=lambda x: isinstance(x, nn.Partitioned))
     return jax.tree.map(lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
                         mesh_specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: tuple):
+    """The mesh and the logical axis rules in force: what the model's logical constraints and the
+    parameters' logical names resolve against. The trainer, the benchmark and generation enter it."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

@@ -347,8 +347,7 @@ def train(setup: Setup, progress: bool = True, stop_after_steps: int = 0) -> dic
 
     progress: show a progress bar. stop_after_steps: stop there, checkpointed, as if interrupted.
     Neither changes what is computed, so neither is part of the gin config."""
-    with workdir_lock(setup.workdir), Preemption() as preemption, setup.mesh, \
-            nn.logical_axis_rules(setup.rules):
+    with workdir_lock(setup.workdir), Preemption() as preemption, partitioning.activate(setup.mesh, setup.rules):
         finished = read_summary(setup.workdir)  # read under the lock: another process may just have finished it
         if finished is not None:
             print(f"{setup.workdir} holds a finished run: its summary.json is kept as it is", file=sys.stderr)
