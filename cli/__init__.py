@@ -23,11 +23,12 @@ class InputError(ValueError):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises InputError instead of printing usage, and (gin=True) takes gin files,
-    bindings and --gin.a.b=v, the shorthand for --gin_bindings='a.b = v'."""
+    bindings and --gin.a.b=v, the shorthand for --gin_bindings='a.b = v'; gin="required" also
+    insists on at least one --gin_file."""
 
-    def __init__(self, *args, gin: bool = False, **kwargs):
+    def __init__(self, *args, gin: Union[bool, str] = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.gin = gin
+        self.gin, self.gin_required = bool(gin), gin == "required"
         if gin:
             self.add_argument("--gin_file", action="append", default=[], help="gin file; repeatable")
             self.add_argument("--gin_bindings", action="append", default=[],
@@ -43,6 +44,8 @@ class ArgumentParser(argparse.ArgumentParser):
                 self.error(f"unrecognized argument {extra!r}")
             key, value = extra[len("--gin."):].split("=", 1)
             parsed.gin_bindings.append(f"{key} = {value}")
+        if self.gin_required and not parsed.gin_file:
+            self.error("at least one --gin_file is required")
         return parsed
 
 
@@ -57,6 +60,13 @@ def whole_number(least: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
         return value
     return parse
+
+
+def directory(text: str) -> str:
+    """An argparse type: a directory to write into, new or not, but not a file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return text
 
 
 def resolve_gin_file(name: str) -> str:

@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 
 import cli
 
@@ -51,16 +50,14 @@ def _torch_rates(bench_torch, setup, params, batch, steps: int) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    parser = cli.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0], gin=True)
+    parser = cli.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0],
+                                gin="required")
     parser.add_argument("--steps", type=cli.whole_number(2), default=50, help="timed steps of each (default 50)")
     parser.add_argument("--torch", action="store_true", help="also time a PyTorch reference loop (needs torch)")
     args = parser.parse_args(argv)
-    if not args.gin_file:
-        parser.error("at least one --gin_file is required")
     bench_torch = _bench_torch() if args.torch else None
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.FATAL)
-    import flax.linen as nn
     import jax
 
     from train import partitioning, trainer
@@ -79,8 +76,7 @@ def _main(argv: list[str]) -> int:
                 bench_torch.adamw_settings()
             except ValueError as error:
                 raise cli.InputError(f"--torch: {error}") from None
-        with warnings.catch_warnings(), setup.mesh, nn.logical_axis_rules(setup.rules):
-            warnings.simplefilter("ignore", DeprecationWarning)  # `with mesh:`, as train/trainer.py uses it
+        with partitioning.activate(setup.mesh, setup.rules):
             run = trainer._Run(setup, progress=False)
             host_batch, _ = run.prefetch.next()
             run.prefetch.close()

@@ -19,19 +19,14 @@ import cli
 
 
 def parse_args(argv: list[str]):
-    parser = cli.ArgumentParser(prog="python -m train.main", description=__doc__.splitlines()[0], gin=True)
-    parser.add_argument("--workdir", required=True)
+    parser = cli.ArgumentParser(prog="python -m train.main", description=__doc__.splitlines()[0], gin="required")
+    parser.add_argument("--workdir", type=cli.directory, required=True)
     parser.add_argument("--start_over", action="store_true",
                         help="if the workdir holds a run with another config, move it aside and start afresh")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar (logs, CI)")
     parser.add_argument("--stop_after_steps", type=cli.whole_number(0), default=0,
                         help="stop after this step, checkpointed, as if interrupted (a rerun resumes)")
-    args = parser.parse_args(argv)
-    if not args.gin_file:
-        parser.error("at least one --gin_file is required")
-    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
-        parser.error(f"--workdir {args.workdir} is a file, not a directory")
-    return args
+    return parser.parse_args(argv)
 
 
 def parse_gin(files: list[str], bindings: list[str]) -> None:

@@ -57,17 +57,13 @@ PREDICTION = "prediction.json"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = cli.ArgumentParser(prog="python -m train.sweep", description=__doc__.splitlines()[0], gin=True)
-    parser.add_argument("--workdir", required=True, help="one sub-directory per run, and results.jsonl")
+    parser = cli.ArgumentParser(prog="python -m train.sweep", description=__doc__.splitlines()[0], gin="required")
+    parser.add_argument("--workdir", type=cli.directory, required=True,
+                        help="one sub-directory per run, and results.jsonl")
     parser.add_argument("--workers", type=cli.whole_number(1), default=1, help="runs trained at once")
     parser.add_argument("--dry_run", action="store_true", help="list the runs; train nothing")
     parser.add_argument("--slurm", action="store_true", help="write commands.txt and sweep.sbatch; train nothing")
-    args = parser.parse_args(argv)
-    if not args.gin_file:
-        parser.error("the sweep's --gin_file is required")
-    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
-        parser.error(f"--workdir {args.workdir} is a file, not a directory")
-    return args
+    return parser.parse_args(argv)
 
 
 def describe(plan, workdir: str, results: Results) -> None:
