@@ -181,8 +181,8 @@ class Dense(nn.Module):
     def __call__(self, x):
         cfg = self.cfg
         features = self.features if isinstance(self.features, tuple) else (self.features,)
-        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.normal(self.std or cfg.init_std),
-                                                                   self.axes),
+        init = nn.initializers.normal(self.std or cfg.init_std)
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes),
                             x.shape[x.ndim - self.n_in:] + features, jnp.float32)
         y = jnp.tensordot(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype), self.n_in)
         if cfg.use_bias:
