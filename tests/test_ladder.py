@@ -68,6 +68,34 @@ def test_larger_targets_never_get_smaller_models():
         assert counts == sorted(counts) and len(set(counts)) > 15
 
 
+def test_aspect_tolerance_one_gives_the_fixed_aspect_shape_nearest_in_n_and_depth_rising_with_n():
+    """At aspect_tolerance = 1 the ladder considers only d_model = aspect_ratio * n_layers. Reference: every
+    such shape built and counted on its own tree, the nearest in log N taken by brute force. Random aspect
+    ratios (multiples of the width step) and targets; depth never falls as the target grows."""
+    rng = np.random.default_rng(11)
+    for ratio in 16 * rng.integers(1, 5, 3):
+        ladder = Ladder(accounting="chinchilla", aspect_ratio=float(ratio), aspect_tolerance=1.0, min_layers=2, max_layers=12)
+        fixed = {n: ladder.count(ladder.config(base(1024), int(ratio) * n, n)) for n in range(2, 13)}
+        low, high = fixed[2], fixed[12]
+        targets = np.sort(random_targets(low, high, 12, seed=int(ratio)))
+        shapes = [ladder.shape(target, base(1024)) for target in targets]
+        for target, shape in zip(targets, shapes):
+            nearest = min(fixed, key=lambda n: abs(math.log(fixed[n] / target)))
+            assert (shape.d_model, shape.n_layers, shape.params) == (int(ratio) * nearest, nearest, fixed[nearest]), (ratio, target)
+        depths = [shape.n_layers for shape in shapes]
+        assert depths == sorted(depths) and len(set(depths)) > 2, depths
+
+
+def test_the_default_window_mixes_depths_and_a_window_of_one_puts_them_in_order():
+    """Five sizes 2x apart around 5.4e5 (the sixth CPU sweep's 6e13 placement): within 2x of aspect
+    ratio 32 the nearest shapes go 3, 4, 4, 3, 8 layers deep; at aspect_tolerance = 1, 2 to 5 in order."""
+    targets = 5.4e5 * 2.0 ** np.arange(-2, 3)
+    default = Ladder(accounting="chinchilla", min_layers=2)
+    assert [default.shape(t, base(1024)).name for t in targets] == ["d48l3", "d64l4", "d96l4", "d160l3", "d144l8"]
+    fixed = Ladder(accounting="chinchilla", min_layers=2, aspect_tolerance=1.0)
+    assert [fixed.shape(t, base(1024)).name for t in targets] == ["d64l2", "d96l3", "d96l3", "d128l4", "d160l5"]
+
+
 def test_below_the_window_the_one_layer_shapes_go_on_narrower():
     """Nothing in the aspect-ratio window is as small as 1e4 parameters with a 1024-piece vocabulary:
     the ladder gives the nearest in N of the narrower one-layer shapes, the narrowest whose heads are
@@ -109,7 +137,7 @@ def test_head_count_is_a_divisor_nearest_the_head_width_that_the_base_allows():
     assert ladder.config(grouped, 16, 1).n_heads == 2  # a multiple of the key/value heads
 
 
-@pytest.mark.parametrize("field, value", [("aspect_ratio", 0), ("head_dim", -1), ("mlp_ratio", 0.0),
+@pytest.mark.parametrize("field, value", [("aspect_ratio", 0), ("aspect_tolerance", 0.9), ("head_dim", -1), ("mlp_ratio", 0.0),
                                           ("width_multiple", 0), ("max_layers", 0), ("min_layers", 0),
                                           ("accounting", "bytes")])
 def test_bad_ladder_fields_are_refused(field, value):

@@ -10,7 +10,11 @@
   width_multiple alone and the rounding decides the head width (the ladder before 2026-12-05: at
   head_dim 16 and width_multiple 8 its shapes had heads 8 to 22 wide, e.g. d184 as 23 heads of 8);
 - the shapes considered have `min_layers` to `max_layers` layers and an aspect ratio d_model / n_layers
-  within a factor 2 of `aspect_ratio` (Kaplan et al. 2020 found the loss nearly flat over such a range).
+  within a factor `aspect_tolerance` (default 2) of `aspect_ratio` (Kaplan et al. 2020 found the loss nearly
+  flat over such a range). Within a factor 2 the depth is not monotone in N (the sixth CPU sweep's 6e13
+  budget: d88l2, d96l4, d160l3, d144l8), and once a budget is large enough for depth to pay that makes its
+  IsoFLOP profile jagged; `aspect_tolerance = 1` keeps only d_model = aspect_ratio * n_layers, so that depth
+  rises with N (with a coarser spacing of sizes).
   Below the smallest of them the `min_layers` shapes go on narrower, and above the largest the
   `max_layers` shapes go on wider: where no shape's aspect ratio is within the factor, the
   nearest aspect ratio a model of that size can have;
@@ -37,8 +41,6 @@ from typing import Optional
 import gin
 import numpy as np
 
-ASPECT_TOLERANCE = 2.0  # shapes within this factor of the target aspect ratio are considered
-
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
@@ -61,6 +63,7 @@ class Shape:
 @dataclasses.dataclass(frozen=True)
 class Ladder:
     aspect_ratio: float = 32.0  # target d_model / n_layers
+    aspect_tolerance: float = 2.0  # shapes within this factor of aspect_ratio are considered; at least 1
     head_dim: int = 16  # target width of one attention head
     mlp_ratio: float = 4.0  # d_ff = mlp_ratio * d_model
     width_multiple: int = 8  # d_model is a multiple of it
@@ -79,6 +82,8 @@ class Ladder:
         for name in ("aspect_ratio", "head_dim", "mlp_ratio", "width_multiple", "min_layers", "max_layers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Ladder.{name} must be positive, got {getattr(self, name)!r}")
+        if not self.aspect_tolerance >= 1:
+            raise ValueError(f"Ladder.aspect_tolerance must be at least 1, got {self.aspect_tolerance!r}")
         if self.min_layers > self.max_layers:
             raise ValueError(f"Ladder.min_layers = {self.min_layers} is above Ladder.max_layers = {self.max_layers}")
         if self.accounting is not None and self.accounting not in ACCOUNTING:
@@ -123,7 +128,8 @@ class Ladder:
         widest = step * math.ceil(2 * math.sqrt(target_params) / step + 1)
         widths = np.arange(step, widest + 1, step)[None, :]
         aspect = widths / layers
-        considered = np.abs(np.log(aspect / self.aspect_ratio)) <= math.log(ASPECT_TOLERANCE)
+        # The small slack keeps shapes exactly at a window's edge (aspect_tolerance = 1) despite rounding.
+        considered = np.abs(np.log(aspect / self.aspect_ratio)) <= math.log(self.aspect_tolerance) + 1e-9
         considered |= (layers == layers[0]) & (aspect < self.aspect_ratio)
         considered |= (layers == layers[-1]) & (aspect > self.aspect_ratio)
         per_layer, rest = _count_polynomial(self, base, first_layer)
