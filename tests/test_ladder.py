@@ -86,6 +86,28 @@ def test_aspect_tolerance_one_gives_the_fixed_aspect_shape_nearest_in_n_and_dept
         assert depths == sorted(depths) and len(set(depths)) > 2, depths
 
 
+def test_monotone_depth_gives_each_shape_the_depth_of_the_fixed_aspect_model_nearest_its_n():
+    """Reference, by brute force on counted trees: every shape on the width grid whose depth is that of the
+    fixed-aspect model (d_model = aspect_ratio * n_layers, counted on its own tree) nearest its N in log,
+    the nearest in log N to the target taken (ties: nearer aspect ratio, fewer layers). Random integer
+    aspect ratios and targets; depth never falls as N grows, and the widths stay 16 apart."""
+    rng = np.random.default_rng(5)
+    for ratio in rng.integers(18, 48, 2):
+        ladder = Ladder(accounting="chinchilla", aspect_ratio=float(ratio), monotone_depth=True, min_layers=2, max_layers=7)
+        fixed = np.array([ladder.count(ladder.config(base(1024), int(ratio) * n, n)) for n in range(2, 8)])
+        grid = [(d, n, ladder.count(ladder.config(base(1024), d, n))) for d in range(16, 16 * 17, 16) for n in range(2, 8)]
+        kept = [(d, n, count) for d, n, count in grid
+                if 2 + int(np.argmin(np.abs(np.log(fixed / count)))) == n and 0.5 <= d / n / ratio <= 2]
+        targets = np.sort(random_targets(fixed[0], fixed[-2], 10, seed=int(ratio)))
+        shapes = [ladder.shape(target, base(1024)) for target in targets]
+        for target, shape in zip(targets, shapes):
+            nearest = min(kept, key=lambda s: (abs(math.log(s[2] / target)), abs(math.log(s[0] / s[1] / ratio)), s[1]))
+            assert (shape.d_model, shape.n_layers, shape.params) == nearest, (ratio, target)
+        order = sorted(kept, key=lambda s: s[2])
+        assert [n for _, n, _ in order] == sorted(n for _, n, _ in order)
+        assert len({shape.n_layers for shape in shapes}) > 2
+
+
 def test_the_default_window_mixes_depths_and_a_window_of_one_puts_them_in_order():
     """Five sizes 2x apart around 5.4e5 (the sixth CPU sweep's 6e13 placement): within 2x of aspect
     ratio 32 the nearest shapes go 3, 4, 4, 3, 8 layers deep; at aspect_tolerance = 1, 2 to 5 in order."""

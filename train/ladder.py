@@ -14,7 +14,10 @@
   flat over such a range). Within a factor 2 the depth is not monotone in N (the sixth CPU sweep's 6e13
   budget: d88l2, d96l4, d160l3, d144l8), and once a budget is large enough for depth to pay that makes its
   IsoFLOP profile jagged; `aspect_tolerance = 1` keeps only d_model = aspect_ratio * n_layers, so that depth
-  rises with N (with a coarser spacing of sizes).
+  rises with N (with a coarser spacing of sizes). `monotone_depth` keeps the widths width_step apart
+  and makes depth rise with N instead: each shape's depth is the depth whose fixed-aspect model
+  (d_model = aspect_ratio * n_layers) is nearest its N in log, so the boundary between n and n + 1
+  layers lies at the geometric mean of those two fixed-aspect models' N.
   Below the smallest of them the `min_layers` shapes go on narrower, and above the largest the
   `max_layers` shapes go on wider: where no shape's aspect ratio is within the factor, the
   nearest aspect ratio a model of that size can have;
@@ -75,6 +78,7 @@ class Ladder:
     # d64l4 at 1e13 FLOPs, 8 heads of 8 instead of 4 of 16 lowered the eval loss by 0.046 and 2 of 32
     # raised it by 0.056 (results/isoflop_cpu_ablation/), as much as a size step near a budget's optimum.
     exact_head_dim: bool = True
+    monotone_depth: bool = False  # depth a step function of N (above); False: any depth in the window
     accounting: Optional[str] = None  # 'chinchilla' or 'kaplan'; None: the sweep's (Sweep.accounting)
 
     def __post_init__(self):
@@ -134,6 +138,11 @@ class Ladder:
         considered |= (layers == layers[-1]) & (aspect > self.aspect_ratio)
         per_layer, rest = _count_polynomial(self, base, first_layer)
         estimate = np.maximum(np.polyval(rest, widths) + layers * np.polyval(per_layer, widths), 1.0)
+        if self.monotone_depth:
+            depth = layers[:, 0]
+            fixed_aspect = np.polyval(rest, self.aspect_ratio * depth) + depth * np.polyval(per_layer, self.aspect_ratio * depth)
+            boundaries = np.sqrt(fixed_aspect[:-1] * fixed_aspect[1:])  # between depth n and n + 1
+            considered &= layers == depth[0] + np.searchsorted(boundaries, estimate, side="right")
         miss = np.where(considered, np.abs(np.log(estimate / target_params)), np.inf)
         order = np.lexsort((np.broadcast_to(layers, miss.shape).ravel(),
                             np.abs(np.log(aspect / self.aspect_ratio)).ravel(), miss.ravel()))
