@@ -28,8 +28,9 @@ def code_revision() -> str | None:
         return None
 
 
-def fingerprints(corpus_fingerprint: str, tokenizer_path: str) -> dict:
+def fingerprints(corpus_fingerprint: str, tokenizer_path: str, revision: str | None) -> dict:
+    """summary.json's provenance fields; `revision` is code_revision() as the run started."""
     with open(tokenizer_path, "rb") as f:
         tokenizer = hashlib.sha256(f.read()).hexdigest()[:16]
     return {"corpus_fingerprint": corpus_fingerprint, "tokenizer_fingerprint": tokenizer,
-            "code_revision": code_revision()}
+            "code_revision": revision}

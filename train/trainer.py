@@ -381,6 +381,8 @@ class _Run:
 
     def __init__(self, setup: Setup, progress: bool):
         self.setup, self.cfg, self.mesh = setup, setup.train_cfg, setup.mesh
+        # Read now: commits that land while the run trains are not the code it runs.
+        self.code_revision = provenance.code_revision()
         data_cfg, train_cfg = setup.data_cfg, setup.train_cfg
         self.model = build_model(setup.model_cfg)
         example = {k: jnp.asarray(v[:1]) for k, v in model_inputs(setup.evals[0]).items()}
@@ -599,7 +601,7 @@ class _Run:
             "objective": setup.objective["objective"],
             **({"tasks": self.final_task_scores, "task_eval_s": self.task_eval_s,
                 "task_eval_fraction": self.task_eval_s / wall_s if wall_s else None} if setup.tasks else {}),
-            **provenance.fingerprints(data.fingerprint, data.tokenizer.path),
+            **provenance.fingerprints(data.fingerprint, data.tokenizer.path, self.code_revision),
             # Documents started, the one being read included.
             "source_epochs": setup.order and setup.order.source_epochs(
                 [(s["epoch"], s["index"] + (s["offset"] > 0)) for s in _all_streams(self.data_state)["streams"]]),
