@@ -1,0 +1,72 @@
+"""Why doubling the eval split cut the paired SE by less than sqrt(2): the same pairs, scored on half of it.
+
+The validation split takes a document when a hash of its source and id falls under validation_percent
+(data/corpus.py), so the sixth sweep's 4% split is a subset of this sweep's 8%. Each run's
+eval_documents.json has its per-document sums, keyed by the document's index in the 8% split; this script
+keeps the documents that are also in the 4% split and recomputes every neighbouring pair's paired SE on
+them. The two numbers then differ only in the documents, not in the pairs of sizes, which differ between
+the two sweeps. It also prints how much of each pair's paired variance the 10 heaviest documents carry, and
+which documents those are.
+
+Needs the 8% corpus built (the sweep runner builds it: ~/.cache/scalinglm).
+
+    python results/isoflop_cpu_depth/paired_se_by_split.py > results/isoflop_cpu_depth/paired_se_by_split.txt
+"""
+from pathlib import Path
+
+import numpy as np
+
+from data.corpus import build_corpus, is_validation
+from scaling.eval_precision import load_eval_documents, ratio_difference_se, ratio_se_of_sums
+from scaling.inputs import load_results
+
+HERE = Path(__file__).parent
+SUBSET_PERCENT = 4
+
+
+def main():
+    split = build_corpus(validation_percent=8).as_data_source("validation")
+    docs = [{"source": d["source"].decode(), "id": d["id"].decode()} for d in split]
+    in_subset = np.array([is_validation(d, SUBSET_PERCENT) for d in docs])
+    rows = [r for r in load_results(HERE / "results.jsonl") if "final_eval_loss" in r]
+    budgets = sorted({r["budget"] for r in rows})
+    run_ratios, pair_ratios, full_ses, subset_ses = [], [], [], []
+    heavy = {}
+    print(f"8% split: {len(docs)} documents, {in_subset.sum()} of them in the {SUBSET_PERCENT}% split")
+    print(f"{'budget':>7} {'run a':>14} {'run b':>14} {'tokens 8%':>10} {'in 4%':>9} {'SE 8%':>8} {'SE 4%':>8} "
+          f"{'ratio':>6} {'top 10 docs':>11}")
+    for budget in budgets:
+        runs = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["params_total"])
+        evals = [load_eval_documents(HERE / r["run"]) for r in runs]
+        for e in evals:
+            keep = in_subset[e.doc]
+            run_ratios.append(ratio_se_of_sums(e.nll, e.weight) / ratio_se_of_sums(e.nll[keep], e.weight[keep]))
+        for ra, a, rb, b in zip(runs, evals, runs[1:], evals[1:]):
+            keep = in_subset[a.doc]
+            full = ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
+            subset = ratio_difference_se(a.nll[keep], a.weight[keep], b.nll[keep], b.weight[keep])
+            z2 = ((a.nll - a.loss * a.weight) / a.weight.sum() - (b.nll - b.loss * b.weight) / b.weight.sum()) ** 2
+            top = np.argsort(-z2)[:10]
+            for t in top[:3]:
+                heavy[a.doc[t]] = heavy.get(a.doc[t], 0) + 1
+            full_ses.append(full), subset_ses.append(subset), pair_ratios.append(full / subset)
+            print(f"{budget:7.0e} {ra['run']:>14} {rb['run']:>14} {a.weight.sum():10.3g} {a.weight[keep].sum():9.3g} "
+                  f"{full:8.5f} {subset:8.5f} {full / subset:6.3f} {z2[top].sum() / z2.sum():11.2f}")
+    print(f"median paired SE over {len(full_ses)} pairs: {np.median(full_ses):.5f} on the 8% split, "
+          f"{np.median(subset_ses):.5f} on its 4% part")
+    print(f"median ratio 8% / 4%: pairs {np.median(pair_ratios):.3f}, single runs {np.median(run_ratios):.3f}; "
+          f"1/sqrt(token ratio) would give {np.sqrt(in_subset_tokens(evals[0], in_subset)):.3f}")
+    print("documents among a pair's 3 heaviest, by how many pairs:")
+    for doc, count in sorted(heavy.items(), key=lambda kv: -kv[1])[:8]:
+        tokens = int(evals[0].weight[np.searchsorted(evals[0].doc, doc)])
+        print(f"  {count:3d}  {docs[doc]['source']}:{docs[doc]['id']} ({tokens} tokens, "
+              f"{'in' if in_subset[doc] else 'not in'} the {SUBSET_PERCENT}% split)")
+
+
+def in_subset_tokens(e, in_subset) -> float:
+    """The subset's share of the scored tokens."""
+    return float(e.weight[in_subset[e.doc]].sum() / e.weight.sum())
+
+
+if __name__ == "__main__":
+    main()
