@@ -21,6 +21,13 @@ workdir (train/trainer.py, through `EvalDocuments.save`).
 prints, for each group of a sweep's runs (e.g. an IsoFLOP budget), the loss
 differences between neighbouring sizes with their paired and unpaired
 standard errors.
+
+It also prints, per pair, n_eff = (Σ z_d²)² / Σ z_d⁴, how many documents the
+paired variance rests on, and names the documents that carry most of it. On
+the CPU sweeps' corpus a dozen long tables (codec maps, Unicode property lists),
+on which two sizes differ by up to a nat per token, give a median n_eff of 14
+(3 to 72) among 7,224 documents (results/isoflop_cpu_depth/paired_se_by_split.txt):
+such an SE is itself uncertain, and a larger split shrinks it only as it dilutes them.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -66,12 +74,26 @@ def ratio_se_of_sums(y, w) -> float:
     return _linearised_se(_residuals(y, w) / w.sum())
 
 
-def ratio_difference_se(y_a, w_a, y_b, w_b) -> float:
-    """Standard error of R_a - R_b (R = Σ y / Σ w) from two ratios' sums over the same clusters, paired:
+def paired_terms(y_a, w_a, y_b, w_b) -> np.ndarray:
+    """Each cluster's linearised term of R_a - R_b (R = Σ y / Σ w), from two ratios' sums over the same clusters:
     z_d = (y_a,d - R_a w_a,d) / Σ w_a - (y_b,d - R_b w_b,d) / Σ w_b. Their weights may differ (two runs on the
     same documents share them; two windows of one run's positions do not)."""
     y_a, w_a, y_b, w_b = (np.asarray(x, np.float64) for x in (y_a, w_a, y_b, w_b))
-    return _linearised_se(_residuals(y_a, w_a) / w_a.sum() - _residuals(y_b, w_b) / w_b.sum())
+    return _residuals(y_a, w_a) / w_a.sum() - _residuals(y_b, w_b) / w_b.sum()
+
+
+def ratio_difference_se(y_a, w_a, y_b, w_b) -> float:
+    """Standard error of R_a - R_b, paired over clusters (`paired_terms`)."""
+    return _linearised_se(paired_terms(y_a, w_a, y_b, w_b))
+
+
+def effective_documents(z) -> float:
+    """(Σ z²)² / Σ z⁴: how many documents the variance Σ z² rests on. n equal terms give n; one term
+    carrying it all gives 1. A standard error is itself only as precise as the documents behind it: with a
+    heavy-tailed split (a few long, tabular documents on which two sizes differ by a nat per token) doubling
+    the split moves it by whether the new half brings such documents, not by 1/sqrt(2)."""
+    z2 = np.asarray(z, np.float64) ** 2
+    return float(z2.sum() ** 2 / (z2 ** 2).sum()) if z2.sum() > 0 else math.nan
 
 
 def ratio_standard_error(values, weights, clusters) -> float:
@@ -184,6 +206,12 @@ def _paired(a: EvalDocuments, b: EvalDocuments, name_a, name_b) -> tuple[float, 
     return a.loss - b.loss, ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
 
 
+def heaviest_documents(a: EvalDocuments, b: EvalDocuments, count: int = 3) -> list[int]:
+    """The ids of the `count` documents carrying the most of the paired variance of L_a - L_b."""
+    z = paired_terms(a.nll, a.weight, b.nll, b.weight)
+    return [int(a.doc[i]) for i in np.argsort(-z ** 2, kind="stable")[:count]]
+
+
 def paired_difference(run_dir_a, run_dir_b) -> tuple[float, float]:
     """(eval loss of run a - eval loss of run b, its standard error with documents as paired clusters).
 
@@ -203,7 +231,8 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
     within a group, and each neighbouring pair is compared on its runs' eval documents
     (results_dir/<run>/eval_documents.json). Returns {"pairs": [...], "skipped": [...]}: per pair
     {group, run_a, run_b, N_a, N_b, difference (L_a - L_b, a the smaller), se_difference (paired),
-    se_a, se_b (each run's own)}; per row left out {run, reason} (no run directory, no
+    se_a, se_b (each run's own), effective_documents (behind the paired variance), heaviest_documents
+    (the ids of the 3 that carry most of it)}; per row left out {run, reason} (no run directory, no
     eval_documents.json, no group or size). A pair scored on different documents raises ValueError.
     """
     results_dir = Path(results_dir)
@@ -238,7 +267,9 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
             difference, se = _paired(a, b, row_a["run"], row_b["run"])
             pairs.append({"group": group, "run_a": row_a["run"], "run_b": row_b["run"],
                           "N_a": row_a[size_key], "N_b": row_b[size_key], "difference": difference,
-                          "se_difference": se, "se_a": a.loss_se, "se_b": b.loss_se})
+                          "se_difference": se, "se_a": a.loss_se, "se_b": b.loss_se,
+                          "effective_documents": effective_documents(paired_terms(a.nll, a.weight, b.nll, b.weight)),
+                          "heaviest_documents": heaviest_documents(a, b)})
     return {"pairs": pairs, "skipped": skipped}
 
 
@@ -246,7 +277,7 @@ def _report(result: dict, group_key: str, size_key: str) -> list[str]:
     pairs = result["pairs"]
     width = max(5, *(len(name) for p in pairs for name in (p["run_a"], p["run_b"])))
     header = (f"  {'run a':<{width}}  {'run b':<{width}}  {'N a':>11}  {'N b':>11}  {'L_a - L_b':>10}  "
-              f"{'paired SE':>9}  {'z':>7}  {'SE a':>7}  {'SE b':>7}")
+              f"{'paired SE':>9}  {'z':>7}  {'SE a':>7}  {'SE b':>7}  {'n_eff':>7}")
     lines, group = [], object()
     for p in pairs:
         if p["group"] != group:
@@ -255,7 +286,7 @@ def _report(result: dict, group_key: str, size_key: str) -> list[str]:
         z = p["difference"] / p["se_difference"] if p["se_difference"] > 0 else math.inf
         lines.append(f"  {p['run_a']:<{width}}  {p['run_b']:<{width}}  {p['N_a']:>11,}  {p['N_b']:>11,}  "
                      f"{p['difference']:>+10.4f}  {p['se_difference']:>9.5f}  {z:>7.1f}  {p['se_a']:>7.4f}  "
-                     f"{p['se_b']:>7.4f}")
+                     f"{p['se_b']:>7.4f}  {p['effective_documents']:>7.1f}")
     for s in result["skipped"]:
         lines.append(f"skipped {s['run']}: {s['reason']}")
     paired = np.array([p["se_difference"] for p in pairs])
@@ -268,6 +299,11 @@ def _report(result: dict, group_key: str, size_key: str) -> list[str]:
         f"median paired SE {np.median(paired):.5f}, median unpaired SE {np.median(own):.4f} per run "
         f"({np.median(independent):.4f} for a difference taken as independent), largest paired SE "
         f"{largest['se_difference']:.5f} ({largest['run_a']} vs {largest['run_b']})")
+    heavy = Counter(doc for p in pairs for doc in p["heaviest_documents"])
+    lines.append(
+        f"documents behind the paired SEs: median n_eff {np.nanmedian([p['effective_documents'] for p in pairs]):.1f} "
+        f"((Σ z²)² / Σ z⁴ over a pair's documents; n equal shares give n); most often among a pair's 3 heaviest "
+        f"(document id: pairs): {', '.join(f'{doc}: {n}' for doc, n in heavy.most_common(5))}")
     return lines
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from scaling import eval_precision
-from scaling.eval_precision import (EvalDocuments, load_eval_documents, neighbour_differences,
-                                    paired_difference)
+from scaling.eval_precision import (EvalDocuments, effective_documents, load_eval_documents,
+                                    neighbour_differences, paired_difference)
 
 
 def heterogeneous_documents(seed: int, docs: int = 200):
@@ -67,6 +67,42 @@ def test_a_constant_offset_per_token_is_known_exactly(tmp_path):
     assert se_a == pytest.approx(se_b, rel=1e-9)
     assert difference == pytest.approx(offset, abs=1e-12)
     assert se < 1e-9 * se_a  # but none on their difference
+
+
+def test_effective_documents_is_the_inverse_concentration_of_the_variance():
+    rng = np.random.default_rng(11)
+    for n in (2, 17, 500):
+        signs = rng.choice([-1.0, 1.0], n)
+        assert effective_documents(0.3 * signs) == pytest.approx(n, rel=1e-12)  # equal shares
+    z = rng.standard_t(2, 400)  # heavy tails, as documents of very different length and kind give
+    shares = z ** 2 / np.sum(z ** 2)
+    expected = 1 / np.sum(shares ** 2)  # the inverse Herfindahl index of the variance shares
+    assert effective_documents(z) == pytest.approx(expected, rel=1e-10)
+    assert effective_documents(rng.permutation(z) * 1e-3) == pytest.approx(expected, rel=1e-10)
+    assert 1 < effective_documents(np.r_[z, 1e3]) < 1.01  # one document carrying it all
+    assert math.isnan(effective_documents(np.zeros(5)))
+
+
+def test_a_planted_heavy_document_is_named_and_lowers_n_eff(tmp_path):
+    rng, ids, weight, per_token = heterogeneous_documents(12)
+    shift = rng.normal(0, 0.02, len(ids))  # b: a's losses, a little better and noisy per document
+    rows = [{"run": "a", "budget": 1.0, "params_total": 1}, {"run": "b", "budget": 1.0, "params_total": 2}]
+    save_run(tmp_path, "a", ids, weight * per_token, weight)
+    save_run(tmp_path, "b", ids, weight * (per_token - 0.1 + shift), weight)
+    plain, = neighbour_differences(rows, tmp_path)["pairs"]
+    planted = int(np.argsort(weight)[-5])  # a long document, not the longest
+    shift[planted] = 1.0  # b a nat per token worse there, as on a table one size has learnt and the other not
+    heavy = tmp_path / "heavy"
+    heavy.mkdir()
+    order = rng.permutation(len(ids))  # stored in another order: documents are matched by id
+    save_run(heavy, "a", ids[order], (weight * per_token)[order], weight[order])
+    save_run(heavy, "b", ids[order], (weight * (per_token - 0.1 + shift))[order], weight[order])
+    pair, = neighbour_differences(rows, heavy)["pairs"]
+    assert pair["heaviest_documents"][0] == ids[planted]
+    assert pair["effective_documents"] < plain["effective_documents"] / 3
+    y_a, y_b = weight * per_token, weight * (per_token - 0.1 + shift)
+    z = (y_a - weight * y_a.sum() / weight.sum()) - (y_b - weight * y_b.sum() / weight.sum())  # scale drops out
+    assert pair["effective_documents"] == pytest.approx(np.sum(z ** 2) ** 2 / np.sum(z ** 4), rel=1e-9)
 
 
 def test_runs_scored_on_other_documents_are_refused(tmp_path):
@@ -175,9 +211,12 @@ def test_cli_prints_neighbouring_differences(swept, plan, tmp_path, capsys):
     assert fields[1] == pair[1]["run"] and float(fields[4]) == pytest.approx(difference, abs=1e-4)
     assert float(fields[5]) == pytest.approx(se, abs=1e-5)
     assert float(fields[7]) == pytest.approx(pair[0]["final_eval_loss_se"], abs=1e-4)
+    assert float(fields[9]) == pytest.approx(neighbour_differences(pair, workdir)["pairs"][0]["effective_documents"],
+                                             abs=0.06)
     assert out[0] == f"budget {budget:.3g}"
     assert any(line.startswith("skipped never_ran: no run directory") for line in out)
-    assert out[-1].startswith("summary: 1 neighbouring pairs in 1 groups") and "median paired SE" in out[-1]
+    assert out[-2].startswith("summary: 1 neighbouring pairs in 1 groups") and "median paired SE" in out[-2]
+    assert out[-1].startswith("documents behind the paired SEs: median n_eff")
 
 
 @pytest.mark.parametrize("content", [None, "not json\n", ""])

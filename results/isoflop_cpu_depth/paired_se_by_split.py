@@ -5,8 +5,8 @@ The validation split takes a document when a hash of its source and id falls und
 eval_documents.json has its per-document sums, keyed by the document's index in the 8% split; this script
 keeps the documents that are also in the 4% split and recomputes every neighbouring pair's paired SE on
 them. The two numbers then differ only in the documents, not in the pairs of sizes, which differ between
-the two sweeps. It also prints how much of each pair's paired variance the 10 heaviest documents carry, and
-which documents those are.
+the two sweeps. It also prints on how many documents each pair's paired variance rests (n_eff, as
+python -m scaling.eval_precision prints it), and names the documents that carry most of it.
 
 Needs the 8% corpus built (the sweep runner builds it: ~/.cache/scalinglm).
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from data.corpus import build_corpus, is_validation
-from scaling.eval_precision import load_eval_documents, ratio_difference_se, ratio_se_of_sums
+from scaling.eval_precision import (effective_documents, heaviest_documents, load_eval_documents, paired_terms,
+                                    ratio_difference_se, ratio_se_of_sums)
 from scaling.inputs import load_results
 
 HERE = Path(__file__).parent
@@ -34,7 +35,7 @@ def main():
     heavy = {}
     print(f"8% split: {len(docs)} documents, {in_subset.sum()} of them in the {SUBSET_PERCENT}% split")
     print(f"{'budget':>7} {'run a':>14} {'run b':>14} {'tokens 8%':>10} {'in 4%':>9} {'SE 8%':>8} {'SE 4%':>8} "
-          f"{'ratio':>6} {'top 10 docs':>11}")
+          f"{'ratio':>6} {'n_eff':>6}")
     for budget in budgets:
         runs = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["params_total"])
         evals = [load_eval_documents(HERE / r["run"]) for r in runs]
@@ -45,13 +46,12 @@ def main():
             keep = in_subset[a.doc]
             full = ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
             subset = ratio_difference_se(a.nll[keep], a.weight[keep], b.nll[keep], b.weight[keep])
-            z2 = ((a.nll - a.loss * a.weight) / a.weight.sum() - (b.nll - b.loss * b.weight) / b.weight.sum()) ** 2
-            top = np.argsort(-z2)[:10]
-            for t in top[:3]:
-                heavy[a.doc[t]] = heavy.get(a.doc[t], 0) + 1
+            n_eff = effective_documents(paired_terms(a.nll, a.weight, b.nll, b.weight))
+            for doc in heaviest_documents(a, b):
+                heavy[doc] = heavy.get(doc, 0) + 1
             full_ses.append(full), subset_ses.append(subset), pair_ratios.append(full / subset)
             print(f"{budget:7.0e} {ra['run']:>14} {rb['run']:>14} {a.weight.sum():10.3g} {a.weight[keep].sum():9.3g} "
-                  f"{full:8.5f} {subset:8.5f} {full / subset:6.3f} {z2[top].sum() / z2.sum():11.2f}")
+                  f"{full:8.5f} {subset:8.5f} {full / subset:6.3f} {n_eff:6.1f}")
     print(f"median paired SE over {len(full_ses)} pairs: {np.median(full_ses):.5f} on the 8% split, "
           f"{np.median(subset_ses):.5f} on its 4% part")
     print(f"median ratio 8% / 4%: pairs {np.median(pair_ratios):.3f}, single runs {np.median(run_ratios):.3f}; "
