@@ -6,12 +6,16 @@ eval_documents.json has its per-document sums, keyed by the document's index in 
 keeps the documents that are also in the 4% split and recomputes every neighbouring pair's paired SE on
 them. The two numbers then differ only in the documents, not in the pairs of sizes, which differ between
 the two sweeps. It also prints on how many documents each pair's paired variance rests (n_eff, as
-python -m scaling.eval_precision prints it), and names the documents that carry most of it.
+python -m scaling.eval_precision prints it), and names the documents that carry most of it: generated
+tables (codec maps, Perl's Unicode property list). Last, the same pairs without those tables, the rule that
+../isoflop_cpu_6e13/without_tables.py applies (chosen after seeing which documents carry the variance, so
+this is what a split cleaned of such tables would give, not this sweep's eval).
 
 Needs the 8% corpus built (the sweep runner builds it: ~/.cache/scalinglm).
 
     python results/isoflop_cpu_depth/paired_se_by_split.py > results/isoflop_cpu_depth/paired_se_by_split.txt
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,8 @@ from scaling.eval_precision import (effective_documents, heaviest_documents, loa
 from scaling.inputs import load_results
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "isoflop_cpu_6e13"))
+from without_tables import TABLES  # noqa: E402  (one rule for both sweeps)
 SUBSET_PERCENT = 4
 
 
@@ -29,13 +35,14 @@ def main():
     split = build_corpus(validation_percent=8).as_data_source("validation")
     docs = [{"source": d["source"].decode(), "id": d["id"].decode()} for d in split]
     in_subset = np.array([is_validation(d, SUBSET_PERCENT) for d in docs])
+    is_table = np.array([bool(TABLES.match(f"{d['source']}:{d['id']}")) for d in docs])
     rows = [r for r in load_results(HERE / "results.jsonl") if "final_eval_loss" in r]
     budgets = sorted({r["budget"] for r in rows})
-    run_ratios, pair_ratios, full_ses, subset_ses = [], [], [], []
-    heavy = {}
+    run_ratios, pair_ratios, full_ses, subset_ses, untabled_ses, untabled_n_eff = [], [], [], [], [], []
+    heavy, n_effs = {}, []
     print(f"8% split: {len(docs)} documents, {in_subset.sum()} of them in the {SUBSET_PERCENT}% split")
     print(f"{'budget':>7} {'run a':>14} {'run b':>14} {'tokens 8%':>10} {'in 4%':>9} {'SE 8%':>8} {'SE 4%':>8} "
-          f"{'ratio':>6} {'n_eff':>6}")
+          f"{'ratio':>6} {'n_eff':>6} {'no tables':>9} {'n_eff':>6}")
     for budget in budgets:
         runs = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["params_total"])
         evals = [load_eval_documents(HERE / r["run"]) for r in runs]
@@ -47,15 +54,25 @@ def main():
             full = ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
             subset = ratio_difference_se(a.nll[keep], a.weight[keep], b.nll[keep], b.weight[keep])
             n_eff = effective_documents(paired_terms(a.nll, a.weight, b.nll, b.weight))
+            n_effs.append(n_eff)
             for doc in heaviest_documents(a, b):
                 heavy[doc] = heavy.get(doc, 0) + 1
+            kept = ~is_table[a.doc]
+            untabled = (a.nll[kept], a.weight[kept], b.nll[kept], b.weight[kept])
+            untabled_ses.append(ratio_difference_se(*untabled))
+            untabled_n_eff.append(effective_documents(paired_terms(*untabled)))
             full_ses.append(full), subset_ses.append(subset), pair_ratios.append(full / subset)
             print(f"{budget:7.0e} {ra['run']:>14} {rb['run']:>14} {a.weight.sum():10.3g} {a.weight[keep].sum():9.3g} "
-                  f"{full:8.5f} {subset:8.5f} {full / subset:6.3f} {n_eff:6.1f}")
+                  f"{full:8.5f} {subset:8.5f} {full / subset:6.3f} {n_eff:6.1f} {untabled_ses[-1]:9.5f} "
+                  f"{untabled_n_eff[-1]:6.1f}")
     print(f"median paired SE over {len(full_ses)} pairs: {np.median(full_ses):.5f} on the 8% split, "
           f"{np.median(subset_ses):.5f} on its 4% part")
     print(f"median ratio 8% / 4%: pairs {np.median(pair_ratios):.3f}, single runs {np.median(run_ratios):.3f}; "
           f"1/sqrt(token ratio) would give {np.sqrt(in_subset_tokens(evals[0], in_subset)):.3f}")
+    table_share = float(np.median([in_subset_tokens(e, is_table) for e in evals]))
+    print(f"without the {is_table.sum()} tables ({table_share:.1%} of the tokens): median paired SE "
+          f"{np.median(untabled_ses):.5f}, median n_eff {np.median(untabled_n_eff):.1f} "
+          f"(with them {np.median(full_ses):.5f}, n_eff {np.median(n_effs):.1f})")
     print("documents among a pair's 3 heaviest, by how many pairs:")
     for doc, count in sorted(heavy.items(), key=lambda kv: -kv[1])[:8]:
         tokens = int(evals[0].weight[np.searchsorted(evals[0].doc, doc)])
@@ -64,7 +81,7 @@ def main():
 
 
 def in_subset_tokens(e, in_subset) -> float:
-    """The subset's share of the scored tokens."""
+    """The share of the scored tokens in documents that `in_subset` (by document index) marks."""
     return float(e.weight[in_subset[e.doc]].sum() / e.weight.sum())
 
 
