@@ -206,10 +206,9 @@ def _paired(a: EvalDocuments, b: EvalDocuments, name_a, name_b) -> tuple[float, 
     return a.loss - b.loss, ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
 
 
-def heaviest_documents(a: EvalDocuments, b: EvalDocuments, count: int = 3) -> list[int]:
-    """The ids of the `count` documents carrying the most of the paired variance of L_a - L_b."""
-    z = paired_terms(a.nll, a.weight, b.nll, b.weight)
-    return [int(a.doc[i]) for i in np.argsort(-z ** 2, kind="stable")[:count]]
+def heaviest_documents(doc, z, count: int = 3) -> list[int]:
+    """The ids (`doc`) of the `count` documents whose terms `z` carry the most of a variance Σ z²."""
+    return [int(doc[i]) for i in np.argsort(-np.asarray(z) ** 2, kind="stable")[:count]]
 
 
 def paired_difference(run_dir_a, run_dir_b) -> tuple[float, float]:
@@ -265,11 +264,11 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
         for row_a, row_b in zip(members, members[1:]):
             a, b = documents(row_a["run"]), documents(row_b["run"])
             difference, se = _paired(a, b, row_a["run"], row_b["run"])
+            z = paired_terms(a.nll, a.weight, b.nll, b.weight)
             pairs.append({"group": group, "run_a": row_a["run"], "run_b": row_b["run"],
                           "N_a": row_a[size_key], "N_b": row_b[size_key], "difference": difference,
                           "se_difference": se, "se_a": a.loss_se, "se_b": b.loss_se,
-                          "effective_documents": effective_documents(paired_terms(a.nll, a.weight, b.nll, b.weight)),
-                          "heaviest_documents": heaviest_documents(a, b)})
+                          "effective_documents": effective_documents(z), "heaviest_documents": heaviest_documents(a.doc, z)})
     return {"pairs": pairs, "skipped": skipped}
 
 

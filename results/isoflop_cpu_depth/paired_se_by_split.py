@@ -53,9 +53,10 @@ def main():
             keep = in_subset[a.doc]
             full = ratio_difference_se(a.nll, a.weight, b.nll, b.weight)
             subset = ratio_difference_se(a.nll[keep], a.weight[keep], b.nll[keep], b.weight[keep])
-            n_eff = effective_documents(paired_terms(a.nll, a.weight, b.nll, b.weight))
+            z = paired_terms(a.nll, a.weight, b.nll, b.weight)
+            n_eff = effective_documents(z)
             n_effs.append(n_eff)
-            for doc in heaviest_documents(a, b):
+            for doc in heaviest_documents(a.doc, z):
                 heavy[doc] = heavy.get(doc, 0) + 1
             kept = ~is_table[a.doc]
             untabled = (a.nll[kept], a.weight[kept], b.nll[kept], b.weight[kept])
