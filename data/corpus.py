@@ -15,7 +15,10 @@ clean_report.json and clean_report.txt.
 
 The builder config's name lists the sources that were present, so a machine
 that later installs another source builds a new data set instead of reusing a
-stale one.
+stale one. For the same reason, cleaning settings other than the code's
+defaults (`DropGenerated.enabled = True`, a Gopher threshold) add a hash of
+those settings to the name, and the settings themselves are saved beside the
+data as clean_settings.txt.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import tensorflow_datasets as tfds
 
 from data import sources as sources_lib
 from data.clean.decontaminate import Decontaminate
-from data.clean.pipeline import CleaningPipeline, default_stages
+from data.clean.pipeline import CleaningPipeline, settings_changed
 
 DEFAULT_DATA_DIR = os.path.expanduser(os.environ.get("SCALINGLM_DATA", "~/.cache/scalinglm"))
 DEFAULT_SOURCES = ("python_stdlib", "gcide", "python_docs", "perl_pod")
@@ -79,7 +82,7 @@ class ScalingCorpus(tfds.core.GeneratorBasedBuilder):
                     "validation": self._generate_examples(self._raw_documents(True))}
         progress = sys.stderr.isatty()
         # Validation text is cleaned like the rest, but decontaminating it against itself would empty it.
-        validation = CleaningPipeline(stages=[stage for stage in default_stages()
+        validation = CleaningPipeline(stages=[stage for stage in CleaningPipeline().stages
                                               if not isinstance(stage, Decontaminate)], progress=progress)
         heldout = list(validation.run(self._raw_documents(True)))
         train = CleaningPipeline(progress=progress)
@@ -125,12 +128,13 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
                         name, sources_lib.SOURCES[name][2])
     if not present:
         raise CorpusError(f"none of the corpus sources {list(sources)} is installed")
+    # Its stages check their gin settings now, before tfds creates any directory.
+    cleaning = settings_changed(CleaningPipeline().stages) if clean else []
     name = "_".join(present) + f"_val{validation_percent:g}".replace(".", "p") + (
-        f"_max{max_bytes_per_source}" if max_bytes_per_source else "") + ("" if clean else "_raw")
+        f"_max{max_bytes_per_source}" if max_bytes_per_source else "") + ("" if clean else "_raw") + (
+        "_clean" + hashlib.sha256("\n".join(cleaning).encode()).hexdigest()[:8] if cleaning else "")
     config = CorpusConfig(name=name, sources=tuple(present), validation_percent=validation_percent,
                           max_bytes_per_source=max_bytes_per_source, clean=clean)
-    if clean:
-        CleaningPipeline()  # its stages check their gin settings now, before tfds creates any directory
     builder = ScalingCorpus(config=config, data_dir=os.path.join(data_dir, "tfds"), file_format="array_record")
     if not builder.is_prepared():
         if not sys.stderr.isatty():  # progress bars only for people, not for logs
@@ -148,6 +152,9 @@ def build_corpus(data_dir: str = DEFAULT_DATA_DIR, sources: tuple = DEFAULT_SOUR
         with open(os.path.join(builder.data_dir, "clean_report.txt"), "w") as f:
             f.write("".join(f"{split} split\n{report.to_text()}\n\n"
                             for split, report in builder.clean_reports.items()))
+        if cleaning:
+            with open(os.path.join(builder.data_dir, "clean_settings.txt"), "w") as f:
+                f.write("".join(line + "\n" for line in cleaning))
     for split in ("train", "validation"):
         if builder.info.splits[split].num_examples == 0:
             raise CorpusError(f"the corpus {name} has an empty {split} split")

@@ -7,6 +7,7 @@
 
 Stages, each `@gin.configurable` under its class name (see each module):
     Sanitize             bad input: empty, binary, invalid UTF-8, gigantic lines
+    DropGenerated        files that say a program wrote them (off by default)
     StripMarkup          HTML tags, URLs, boilerplate lines
     ScrubPII             e-mail, phone, IP, card numbers -> <EMAIL> <PHONE> <IP> <CARD>
     RemoveRepeatedLines  repeated long lines within a document
@@ -22,6 +23,7 @@ the report and the throughput.
 """
 from data.clean.decontaminate import Decontaminate
 from data.clean.dedup import ExactDedup
+from data.clean.generated import DropGenerated
 from data.clean.gopher import GopherRules
 from data.clean.lines import RemoveRepeatedLines
 from data.clean.markup import StripMarkup
@@ -30,11 +32,11 @@ from data.clean.mixture import Mixture, mix_sources
 from data.clean.ngram_model import NgramModel
 from data.clean.perplexity import PerplexityFilter
 from data.clean.pii import ScrubPII
-from data.clean.pipeline import CleaningPipeline, default_stages
+from data.clean.pipeline import CleaningPipeline, default_stages, settings_changed
 from data.clean.report import Report
 from data.clean.sanitize import Sanitize
 from data.clean.script import ScriptFilter
 
-__all__ = ["CleaningPipeline", "Decontaminate", "ExactDedup", "GopherRules", "Mixture", "NearDedup",
+__all__ = ["CleaningPipeline", "Decontaminate", "DropGenerated", "ExactDedup", "GopherRules", "Mixture", "NearDedup",
            "NgramModel", "PerplexityFilter", "RemoveRepeatedLines", "Report", "Sanitize", "ScriptFilter",
-           "ScrubPII", "StripMarkup", "default_stages", "mix_sources"]
+           "ScrubPII", "StripMarkup", "default_stages", "mix_sources", "settings_changed"]

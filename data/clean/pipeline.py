@@ -27,6 +27,7 @@ script that runs the pipeline with workers > 1 needs the usual
 from __future__ import annotations
 
 import collections
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -38,6 +39,7 @@ import tqdm
 
 from data.clean.decontaminate import Decontaminate
 from data.clean.dedup import ExactDedup
+from data.clean.generated import DropGenerated
 from data.clean.gopher import GopherRules
 from data.clean.hashing import utf8_len
 from data.clean.lines import RemoveRepeatedLines
@@ -53,8 +55,27 @@ from data.clean.stage import StatefulStage
 
 def default_stages() -> list:
     """Every stage, each configured by gin, cheapest repairs first and stateful stages last."""
-    return [Sanitize(), StripMarkup(), ScrubPII(), RemoveRepeatedLines(), ScriptFilter(), GopherRules(),
-            Decontaminate(), ExactDedup(), NearDedup(), PerplexityFilter()]
+    return [Sanitize(), DropGenerated(), StripMarkup(), ScrubPII(), RemoveRepeatedLines(), ScriptFilter(),
+            GopherRules(), Decontaminate(), ExactDedup(), NearDedup(), PerplexityFilter()]
+
+
+def settings_changed(stages: Sequence) -> list[str]:
+    """Where `stages` differ from the code's defaults, as sorted 'Stage.field = value' lines (and the list of
+    stages, if that differs): what a corpus built through them must be named by, so that a cached corpus
+    cleaned otherwise is never served in its place. Empty for the default pipeline."""
+    changed = []
+    names, default_names = ([type(stage).__name__ for stage in group] for group in (stages, default_stages()))
+    if names != default_names:
+        changed.append(f"CleaningPipeline.stages = {names}")
+    for stage in stages:
+        if not dataclasses.is_dataclass(stage):
+            changed.append(f"{type(stage).__name__} = {stage!r}")
+            continue
+        for field in dataclasses.fields(stage):
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if field.init and getattr(stage, field.name) != default:
+                changed.append(f"{type(stage).__name__}.{field.name} = {getattr(stage, field.name)!r}")
+    return sorted(changed)
 
 
 def as_document(item) -> dict:
