@@ -18,7 +18,8 @@ that later installs another source builds a new data set instead of reusing a
 stale one. For the same reason, cleaning settings other than the code's
 defaults (`DropGenerated.enabled = True`, a Gopher threshold) add a hash of
 those settings to the name, and the settings themselves are saved beside the
-data as clean_settings.txt.
+data as clean_settings.txt. A change to the defaults themselves (a stage's
+code, a default threshold) changes what the plain name means: bump VERSION.
 """
 from __future__ import annotations
 
