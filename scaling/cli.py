@@ -1,4 +1,4 @@
-"""What the scaling commands (fit, predict, learning_rate, eval_precision) share, on top of the
+"""What the scaling commands (fit, predict, design, learning_rate, eval_precision) share, on top of the
 command line every entry point shares (cli/).
 
 Bad input is one line on stderr and exit status 2, never a traceback, and a
