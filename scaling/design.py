@@ -13,12 +13,13 @@ could be fitted to; and the share of sweeps whose every budget was bracketed.
 
 This is the spread a sweep of that design shows when the law holds and runs scatter only by the noise:
 a parametric bootstrap of the design. From a results file the law is the sweep's own Approach 3 fit
-(in the window of --min_budget), the noise its runs' median relative eval SE, and the budgets its own
-unless --budgets names others; the command also prints the law's RMS residual on those runs. A sweep
-whose own bootstrap interval is much wider than the spread simulated at its eval SE scatters by more
-than its evals' noise: the form misfits its runs (the fit's lack-of-fit check says so too), and more
-budgets of the same kind narrow the interval less than this table says. Rerun with --noise set to the
-RMS residual for the spread that scatter would give if it were random.
+(in the window of --min_budget), the noise its runs' median relative eval SE, and the budgets, sizes per
+budget and span its own (medians over its budgets) unless the flags say otherwise; the command also prints
+the law's RMS residual on those runs. A sweep whose own bootstrap interval is much wider than the spread
+simulated at its eval SE scatters by more than its evals' noise: the form misfits its runs (the fit's
+lack-of-fit check says so too), and more budgets of the same kind narrow the interval less than this
+table says. Rerun with --noise set to the RMS residual for the spread that scatter would give if it were
+random.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaling import cli
+from scaling.bootstrap import percentile_intervals
 from scaling.chinchilla import ChinchillaFit, fit_chinchilla
 from scaling.isoflop import fit_isoflop
 
@@ -110,16 +112,15 @@ def spread(values, level=0.95) -> dict:
     values = values[np.isfinite(values)]
     if len(values) < 2:
         return {"median": None, "range": None, "fitted": int(len(values))}
-    tail = 50.0 * (1.0 - level)
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return {"median": float(np.median(values)), "range": [float(lo), float(hi)], "fitted": int(len(values))}
+    interval = percentile_intervals([{"a": v} for v in values], level)["a"]
+    return {"median": float(np.median(values)), "range": list(interval), "fitted": int(len(values))}
 
 
 def report(result: dict, design: Design, noise: float, sims: int) -> tuple[list, dict]:
     """The table's lines and its JSON form."""
     budgets = ", ".join(f"{c:.3g}" for c in design.budgets)
-    lines = [f"design: budgets {budgets}; {design.sizes} sizes each from N_opt/{design.span:g} to "
-             f"N_opt x {design.span:g}; relative noise {noise:.3g}; {sims} simulated sweeps",
+    lines = [f"design: budgets {budgets}; {design.sizes} sizes each from N_opt/{design.span:.3g} to "
+             f"N_opt x {design.span:.3g}; relative noise {noise:.3g}; {sims} simulated sweeps",
              f"the law's own a: {result['true_a']:.3f}"]
     out = {"budgets": list(design.budgets), "sizes": design.sizes, "span": design.span, "noise": noise,
            "sims": sims, "true_a": result["true_a"], "bracketed": result["bracketed"], "a": {}}
@@ -161,16 +162,24 @@ def _budgets(text: str) -> tuple:
         raise cli.InputError(f"--budgets: expected comma-separated FLOP counts, got {text!r}") from None
 
 
-def _from_sweep(args) -> tuple:
-    """(law, noise, budgets, the law's RMS relative residual on the runs) from a sweep's rows."""
-    from scaling.inputs import arrays_from_rows, fit_rows
-    arrays = arrays_from_rows(fit_rows(cli.windowed_results(args)), "chinchilla")
-    law = fit_chinchilla(arrays["N"], arrays["D"], arrays["loss"])
-    rms = float(np.sqrt(np.mean(np.log(arrays["loss"] / law.predict(arrays["N"], arrays["D"])) ** 2)))
+def from_runs(law: ChinchillaFit, arrays: dict) -> dict:
+    """What a sweep's runs say of their own design and scatter (arrays from scaling.arrays_from_rows):
+
+    'design': its budgets, their median number of sizes, and the median half-span sqrt(max N / min N)
+        (None without budgets);
+    'eval_se': the runs' median relative eval SE (None where the rows carry none);
+    'rms_residual': the RMS relative residual of `law` on the runs.
+    """
+    N, D, loss = arrays["N"], arrays["D"], arrays["loss"]
+    design = None
+    if "budget" in arrays:
+        budgets = np.unique(arrays["budget"])
+        per_budget = [N[arrays["budget"] == c] for c in budgets]
+        design = Design(tuple(float(c) for c in budgets), int(np.median([len(n) for n in per_budget])),
+                        float(np.median([np.sqrt(n.max() / n.min()) for n in per_budget])))
     se = arrays.get("loss_se")
-    noise = None if se is None else float(np.median(se / arrays["loss"]))
-    budgets = tuple(float(c) for c in np.unique(arrays["budget"])) if "budget" in arrays else None
-    return law, noise, budgets, rms
+    return {"design": design, "eval_se": None if se is None else float(np.median(se / loss)),
+            "rms_residual": float(np.sqrt(np.mean(np.log(loss / law.predict(N, D)) ** 2)))}
 
 
 def _main(argv) -> int:
@@ -179,8 +188,10 @@ def _main(argv) -> int:
     p.add_argument("results", nargs="?", help="a sweep's results.jsonl: its Approach 3 law, eval SE and budgets")
     p.add_argument("--law", help="the law instead: E=..,A=..,B=..,alpha=..,beta=.. (L = E + A/N^alpha + B/D^beta)")
     p.add_argument("--budgets", help="comma-separated FLOP budgets (C = 6 N D); default: the sweep's own")
-    p.add_argument("--sizes", type=cli.whole_number(3), default=5, help="sizes per budget (default 5)")
-    p.add_argument("--span", type=float, default=4.0, help="the sizes reach N_opt/span to N_opt x span (default 4)")
+    p.add_argument("--sizes", type=cli.whole_number(3),
+                   help="sizes per budget; default: the sweep's median, or 5 with --law")
+    p.add_argument("--span", type=float,
+                   help="the sizes reach N_opt/span to N_opt x span; default: the sweep's median, or 4 with --law")
     p.add_argument("--noise", type=float, help="relative SD of a run's loss; default: the sweep's median eval SE")
     p.add_argument("--sims", type=cli.whole_number(2), default=200, help="simulated sweeps (default 200)")
     p.add_argument("--seed", type=int, default=0)
@@ -189,23 +200,27 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     if (args.results is None) == (args.law is None):
         raise cli.InputError("give a sweep's results.jsonl or --law, not both")
-    lines = []
+    lines, own = [], {"design": None, "eval_se": None}
     if args.law is not None:
-        law, noise, budgets = _law(args.law), None, None
+        law = _law(args.law)
     else:
-        law, noise, budgets, rms = _from_sweep(args)
+        from scaling.inputs import arrays_from_rows, fit_rows
+        arrays = arrays_from_rows(fit_rows(cli.windowed_results(args)), "chinchilla")
+        law = fit_chinchilla(arrays["N"], arrays["D"], arrays["loss"])
+        own = from_runs(law, arrays)
         lines.append(f"law: the sweep's Approach 3 fit, E={law.E:.4g}, A={law.A:.4g}, B={law.B:.4g}, "
                      f"alpha={law.alpha:.4g}, beta={law.beta:.4g}; its RMS relative residual on the runs: "
-                     f"{rms:.4f}")
-    budgets = _budgets(args.budgets) if args.budgets else budgets
-    noise = args.noise if args.noise is not None else noise
-    if budgets is None:
-        raise cli.InputError("--budgets is needed: " + ("--law has no budgets of its own" if args.law
-                                                       else "the rows carry no budget"))
+                     f"{own['rms_residual']:.4f}")
+    source = "--law has none of its own" if args.law else "the rows carry none"
+    if args.budgets is None and own["design"] is None:
+        raise cli.InputError(f"--budgets is needed: {source}")
+    noise = args.noise if args.noise is not None else own["eval_se"]
     if noise is None:
-        raise cli.InputError("--noise is needed: " + ("--law has no eval SE of its own" if args.law
-                                                     else "the rows carry no final_eval_loss_se"))
-    design = Design(budgets, args.sizes, args.span)
+        raise cli.InputError(f"--noise is needed: {source} (final_eval_loss_se)")
+    budgets = _budgets(args.budgets) if args.budgets else own["design"].budgets
+    sizes = args.sizes if args.sizes is not None else own["design"].sizes if own["design"] else 5
+    span = args.span if args.span is not None else own["design"].span if own["design"] else 4.0
+    design = Design(budgets, sizes, span)
     result = simulate(law, design, noise, args.sims, args.seed, progress=True)
     table, out = report(result, design, noise, args.sims)
     print("\n".join(lines + table))

@@ -261,3 +261,26 @@ def prediction_check(fits, C, loss, minima=None, verifications=(), ax=None, leve
     _loglog(ax, "compute C = 6 N D (FLOPs)", "eval loss (nats/token)")
     ax.legend(fontsize="small")
     return ax
+
+
+def design_spread(simulated, intervals=None, ax=None, bins=30):
+    """Where a design's simulated sweeps put a (scaling.design.simulate), beside the sweep's own intervals.
+
+    simulated: {label: {approach label: array of fitted a}}, one histogram per (label, approach), e.g. the
+    same design scattered by the eval SE and by a law's RMS residual.
+    intervals: {approach label: (lo, hi)}: the bootstrap intervals the real sweep gave, as shaded bands.
+    """
+    ax = _axes(ax)
+    values = [np.asarray(a, float) for runs in simulated.values() for a in runs.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values])
+    edges = np.linspace(finite.min(), finite.max(), bins + 1) if len(finite) else bins
+    for label, runs in simulated.items():
+        for approach, a in runs.items():
+            a = np.asarray(a, float)
+            ax.hist(a[np.isfinite(a)], bins=edges, histtype="step", lw=1.5, label=f"{approach}, {label}")
+    for (approach, (lo, hi)), shade in zip((intervals or {}).items(), ("0.85", "0.7")):
+        ax.axvspan(lo, hi, color=shade, alpha=0.5, zorder=0, label=f"{approach}: the sweep's own 95% interval")
+    ax.set_xlabel("fitted a (N_opt ∝ C^a)")
+    ax.set_ylabel("simulated sweeps")
+    ax.legend(fontsize=8)
+    return ax

@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-FIGURE_CELLS = 6  # scaling_laws.ipynb: one figure per plotting cell
+FIGURE_CELLS = 6  # scaling_laws.ipynb: one figure per plotting cell, and the design check's where Approach 3 fits
 LAW = dict(E=1.8, A=400.0, B=2000.0, alpha=0.35, beta=0.35)  # a = 0.5
 
 
@@ -132,11 +132,12 @@ def test_scaling_laws_notebook_on_the_tiny_sweep(executed, swept, plan):
         assert f"skipped Approach 3 ({accounting}): need at least 6 points to fit, got 4" in text
         assert f"skipped Approach 2 ({accounting}): need at least 6 points" in text
         assert f"skipped Approach 1 ({accounting}): " in text
+    assert "no design check: it needs Approach 3's law" in text
 
 
 def test_scaling_laws_notebook_shows_bracketing_and_the_verification(executed):
     nb = executed(REPO / "notebooks" / "scaling_laws.ipynb", "adaptive")
-    assert sum(len(images(cell)) for cell in nb.cells) == FIGURE_CELLS
+    assert sum(len(images(cell)) for cell in nb.cells) == FIGURE_CELLS + 1
     text = printed(nb)
     assert "17 runs from" in text and "(1 verification run held out of the fits)" in text
     # The runs follow an additive law: the curvature check prints its line for each accounting, and no warning.
@@ -150,3 +151,12 @@ def test_scaling_laws_notebook_shows_bracketing_and_the_verification(executed):
     # ... and the verification: predicted 0.3% above the truth, inside its interval.
     assert re.search(r"measured \d\.\d{4} \(SE 0\.0100\)\n\s+Approach 3\s+predicted \d\.\d{4} "
                      r"\[\d\.\d{4}, \d\.\d{4}\]: error -0\.\d\d%, inside the interval", text), text
+    # The design check: the runs scatter 0.2% about the law, under their eval SE, so the spread simulated at
+    # the RMS residual is the narrower, and both hold the law's a.
+    noise = {label: float(x) for label, x in re.findall(r"scattered by the (eval SE|RMS residual):\n.*?relative "
+                                                          r"noise (\d\.\d+)", text, re.DOTALL)}
+    assert 0.001 < noise["RMS residual"] < 0.0025 < noise["eval SE"], noise
+    spreads = re.findall(r"Approach 3: a \d\.\d+, 95% of sweeps in \[(\d\.\d+), (\d\.\d+)\]", text)
+    assert len(spreads) == 2 and all(float(lo) < 0.5 < float(hi) for lo, hi in spreads), text
+    (se_lo, se_hi), (rms_lo, rms_hi) = [(float(lo), float(hi)) for lo, hi in spreads]
+    assert rms_hi - rms_lo < se_hi - se_lo

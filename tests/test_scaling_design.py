@@ -102,6 +102,10 @@ def test_the_command_takes_its_law_noise_and_budgets_from_a_sweep(tmp_path, caps
     assert written["noise"] == pytest.approx(np.median([r["final_eval_loss_se"] / r["final_eval_loss"]
                                                         for r in window]))
     assert written["sims"] == 20 and written["a"]["chinchilla"]["fitted"] == 20
+    # The design is the sweep's own: 5 sizes per budget, and the median half-span in N of its budgets.
+    half_spans = [np.sqrt(max(n) / min(n)) for n in
+                  [[r["params_total"] for r in window if r["budget"] == c] for c in written["budgets"]]]
+    assert written["sizes"] == 5 and written["span"] == pytest.approx(np.median(half_spans))
     assert "Approach 2: a" in table and "Approach 3: a" in table and "RMS relative residual" in table
 
 
