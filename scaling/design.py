@@ -165,20 +165,24 @@ def _budgets(text: str) -> tuple:
 def from_runs(law: ChinchillaFit, arrays: dict) -> dict:
     """What a sweep's runs say of their own design and scatter (arrays from scaling.arrays_from_rows):
 
-    'design': its budgets, their median number of sizes, and the median half-span sqrt(max N / min N)
-        (None without budgets);
+    'design': its budgets, their median number of sizes, and the median half-span sqrt(max N / min N);
+        None where the runs make no design, and 'why' then says what is missing;
     'eval_se': the runs' median relative eval SE (None where the rows carry none);
     'rms_residual': the RMS relative residual of `law` on the runs.
     """
     N, D, loss = arrays["N"], arrays["D"], arrays["loss"]
-    design = None
+    design, why = None, "the rows carry no budget"
     if "budget" in arrays:
         budgets = np.unique(arrays["budget"])
         per_budget = [N[arrays["budget"] == c] for c in budgets]
-        design = Design(tuple(float(c) for c in budgets), int(np.median([len(n) for n in per_budget])),
-                        float(np.median([np.sqrt(n.max() / n.min()) for n in per_budget])))
+        try:
+            design = Design(tuple(float(c) for c in budgets), int(np.median([len(n) for n in per_budget])),
+                            float(np.median([np.sqrt(n.max() / n.min()) for n in per_budget])))
+        except ValueError as err:
+            why = f"the sweep's own design will not do: {err}"
     se = arrays.get("loss_se")
-    return {"design": design, "eval_se": None if se is None else float(np.median(se / loss)),
+    return {"design": design, "why": None if design else why,
+            "eval_se": None if se is None else float(np.median(se / loss)),
             "rms_residual": float(np.sqrt(np.mean(np.log(loss / law.predict(N, D)) ** 2)))}
 
 
@@ -200,7 +204,7 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     if (args.results is None) == (args.law is None):
         raise cli.InputError("give a sweep's results.jsonl or --law, not both")
-    lines, own = [], {"design": None, "eval_se": None}
+    lines, own = [], {"design": None, "why": "--law has none of its own", "eval_se": None}
     if args.law is not None:
         law = _law(args.law)
     else:
@@ -211,12 +215,12 @@ def _main(argv) -> int:
         lines.append(f"law: the sweep's Approach 3 fit, E={law.E:.4g}, A={law.A:.4g}, B={law.B:.4g}, "
                      f"alpha={law.alpha:.4g}, beta={law.beta:.4g}; its RMS relative residual on the runs: "
                      f"{own['rms_residual']:.4f}")
-    source = "--law has none of its own" if args.law else "the rows carry none"
     if args.budgets is None and own["design"] is None:
-        raise cli.InputError(f"--budgets is needed: {source}")
+        raise cli.InputError(f"--budgets is needed: {own['why']}")
     noise = args.noise if args.noise is not None else own["eval_se"]
     if noise is None:
-        raise cli.InputError(f"--noise is needed: {source} (final_eval_loss_se)")
+        raise cli.InputError("--noise is needed: " + ("--law has no eval SE of its own" if args.law
+                                                     else "the rows carry no final_eval_loss_se"))
     budgets = _budgets(args.budgets) if args.budgets else own["design"].budgets
     sizes = args.sizes if args.sizes is not None else own["design"].sizes if own["design"] else 5
     span = args.span if args.span is not None else own["design"].span if own["design"] else 4.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scaling.chinchilla import ChinchillaFit
-from scaling.design import Design, main, simulate, spread
+from scaling.design import Design, from_runs, main, simulate, spread
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "results" / "isoflop_cpu_depth" / "results.jsonl"
@@ -114,3 +114,15 @@ def test_the_command_takes_a_law_given_outright(tmp_path, capsys):
     assert main([f"--law={law}", "--budgets=1e18,1e19,1e20", "--noise=0.003", "--sims=10", "--sizes=7"]) == 0
     table = capsys.readouterr().out
     assert f"the law's own a: {0.37 / 0.71:.3f}" in table and "7 sizes each" in table
+
+
+def test_runs_without_a_design_say_why():
+    rng = np.random.default_rng(40)
+    law = random_law(rng)
+    N = np.geomspace(1e6, 1e8, 7)
+    one_budget = {"N": N, "D": 1e19 / (6 * N), "loss": law.predict(N, 1e19 / (6 * N)), "budget": np.full(7, 1e19)}
+    own = from_runs(law, one_budget)
+    assert own["design"] is None and "at least two positive budgets" in own["why"]
+    assert own["eval_se"] is None and own["rms_residual"] == pytest.approx(0.0, abs=1e-12)
+    unlabelled = {k: v for k, v in one_budget.items() if k != "budget"}
+    assert from_runs(law, unlabelled)["why"] == "the rows carry no budget"
