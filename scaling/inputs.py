@@ -147,7 +147,7 @@ def budget_window(rows, min_budget=0.0):
     leave out anyway): the fit's window (scaling.fit and scaling.predict --min_budget, Sweep.fit_min_budget).
 
     The smallest budgets' best runs are the least trained and the most embedding; where the best loss
-    bends against compute they pull a trend through every budget off the larger ones (README, "The fifth
+    bends against compute they pull a trend through every budget off the larger ones (results/README.md, "The fifth
     version"). 0 keeps every row. ValueError when a run has no budget or none is that large.
     """
     if not min_budget:

@@ -6,7 +6,7 @@ lists (Perl's perluniprops), token and keyword lists. A language model learns
 little from them that transfers, and in an eval split they are worse than
 useless: on a 9k-token table two models of neighbouring size can differ by a
 nat per token in either direction, so a dozen such documents carried most of
-the variance of the paired differences the CPU sweeps are judged by (README,
+the variance of the paired differences the CPU sweeps are judged by (results/README.md,
 "The seventh version": n_eff 14.5 of 7,224 documents).
 
 The rule is the one code corpora use, not one fitted to these documents:

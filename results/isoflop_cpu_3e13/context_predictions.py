@@ -1,6 +1,6 @@
 """The verification's prediction, remade for the loss at each window of context positions.
 
-The fifth sweep's laws, fitted on budgets 1e12-3e13, put the 1.2e14 run's eval loss too high (README, "Where
+The fifth sweep's laws, fitted on budgets 1e12-3e13, put the 1.2e14 run's eval loss too high (results/README.md, "Where
 the bend is"). That loss is the mean over the 128 positions of each eval row, and above 1e13 its part past
 32 tokens of context starts to fall faster. If the laws hold for the rest of the loss, then the same fits
 made on the loss at short context alone should predict the verification run's short-context loss, and miss
