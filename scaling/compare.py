@@ -10,7 +10,9 @@ gap a_kaplan − a_chinchilla. From the verification rows of the sweep's results
 `role: verification`, beside the fits file or where the fits file says), each verification budget's
 measured loss, the mean of its seeds, against each law's prediction: measured − predicted, relative,
 and whether the measurement is inside the prediction's interval. `--eval_se` adds the median paired
-SE of neighbouring sizes (`scaling.eval_precision`), which reads every run's eval documents.
+SE of neighbouring sizes (`scaling.eval_precision`) over the budgets the fits file holds, which reads
+every run's eval documents. The verification rows are the sweep's, predicted as the runner predicted
+them (prediction.json says from which budgets), whatever window the fits file has.
 
 Each sweep ends with its checks: every budget bracketed; Approaches 2 and 3 within `--agree` of each
 other; each a's interval within ±`--half_width` of it; the gap's interval above 0; and, per law, the
@@ -108,8 +110,7 @@ def summarise(fits_path, eval_se: bool = False) -> dict:
         summary["verifications"] = verifications(rows)
         if eval_se:
             from scaling.eval_precision import neighbour_differences
-            fitted = [r for r in rows if r.get("role") != "verification"
-                      and float(r.get("budget") or 0) >= float(content.get("min_budget") or 0)]
+            fitted = [r for r in rows if r.get("role") != "verification" and r.get("budget") in budgets]
             pairs = neighbour_differences(fitted, results.parent)["pairs"]
             if pairs:
                 summary["paired_se"] = float(np.median([p["se_difference"] for p in pairs]))
