@@ -53,10 +53,12 @@ def _results_path(fits_path: Path, recorded) -> Path | None:
 def verifications(rows) -> list[dict]:
     """One entry per verification budget: its runs (the seeds), their mean loss, and per approach the
     prediction, its interval, the relative error (measured − predicted) / predicted and whether the
-    measurement lies inside the interval. Rows still training (no final_eval_loss) are left out."""
+    measurement lies inside the interval. Rows still training (no final_eval_loss), or without the
+    prediction train.sweep records in them, are left out."""
     by_budget = {}
     for row in rows:
-        if row.get("role") == "verification" and row.get("final_eval_loss") is not None:
+        if (row.get("role") == "verification" and row.get("final_eval_loss") is not None
+                and isinstance(row.get("prediction"), dict)):
             by_budget.setdefault(float(row["budget"]), []).append(row)
     entries = []
     for budget in sorted(by_budget):
@@ -81,7 +83,8 @@ def summarise(fits_path, eval_se: bool = False) -> dict:
         raise cli.InputError(f"cannot read {fits_path}: {err.strerror}") from None
     except json.JSONDecodeError:
         raise cli.InputError(f"{fits_path} is not JSON: give a file that `python -m scaling.fit --out` wrote") from None
-    fits = content.get("fits", {}).get("chinchilla") if isinstance(content, dict) else None
+    every_accounting = content.get("fits") if isinstance(content, dict) else None
+    fits = every_accounting.get("chinchilla") if isinstance(every_accounting, dict) else None
     if not isinstance(fits, dict) or "isoflop" not in fits:
         raise cli.InputError(f"{fits_path} holds no Chinchilla-accounting IsoFLOP fit: give a file that "
                              f"`python -m scaling.fit --out` wrote for an IsoFLOP sweep")

@@ -162,6 +162,7 @@ CASES = [
     ("scaling.compare", ["{tmp}/no_such_fits.json"], ["cannot read", "no_such_fits.json"]),
     ("scaling.compare", ["{file}"], ["results.jsonl", "no Chinchilla-accounting IsoFLOP fit"]),
     ("scaling.compare", ["{unclosed}"], ["unclosed.gin", "not JSON"]),
+    ("scaling.compare", ["{file}", "{file}"], ["no Chinchilla-accounting IsoFLOP fit"]),
     ("scaling.compare", ["{file}", "--within=0"], ["--within", "positive"]),
     ("data.prepare", ["--bogus"], ["--bogus"]),
     ("data.prepare", ["--gin_bindings=DataConfig.vocab_size = (", "--gin.DataConfig.data_dir='{tmp}/data'"],
