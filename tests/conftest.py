@@ -33,7 +33,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Compiling, not running, is most of what these tiny models cost, and XLA's optimization passes are
 # most of the compiling. The suite turns them off (jax's flag for programs that cost more to optimize
-# than to run: backend optimization level 0, no expensive LLVM passes), which took a third off its
+# than to run: backend optimization level 0, no expensive LLVM passes), which took a quarter off its
 # time on two cores. The tests pass either way; JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs them on the
 # optimized programs users get.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
