@@ -11,7 +11,7 @@ import pytest
 from scaling import compare
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORTED = ("isoflop_cpu_3e13", "isoflop_cpu_6e13", "isoflop_cpu_depth")  # sweeps with the runner's verification.txt
+REPORTED = ("isoflop_cpu_3e13", "isoflop_cpu_6e13", "isoflop_cpu_depth", "isoflop_cpu_clean")  # sweeps with the runner's verification.txt
 LAWS = {"chinchilla": "chinchilla", "kaplan": "kaplan", "isoflop trend": "isoflop"}
 
 
