@@ -90,6 +90,25 @@ def test_rules_set_per_size_hyperparameters(plan):
         assert run.config["lr_schedule.warmup_steps"] == {"d16": 1, "d32": 2}[run.model]
 
 
+@pytest.mark.parametrize("grid", [False, True])
+def test_the_plan_cites_a_rule_only_where_it_set_the_value(tiny_corpus, grid, capsys, tmp_path):
+    """A grid over a rule's binding overrides the rule on every run: the printed plan must not say the
+    grid's rates came from the rule's source."""
+    from train.sweep import describe
+    from train.sweep_results import Results
+    bindings = [*tiny_corpus, "lr/PowerLaw.source = 'the fitted law'"]
+    if grid:
+        bindings.append("Sweep.grid = {'lr_schedule.peak_lr': (0.003, 0.03)}")
+    plan = sweep_plan.plan_sweep([SWEEP], bindings)
+    gin.clear_config()
+    describe(plan, str(tmp_path), Results(str(tmp_path)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "lr_schedule.peak_lr" in line]
+    assert len(lines) == len(plan.runs) == (8 if grid else 4)
+    assert all(("(the fitted law)" in line) != grid for line in lines)
+    if grid:
+        assert {run.config["lr_schedule.peak_lr"] for run in plan.runs} == {0.003, 0.03}
+
+
 def test_min_steps_halves_the_batch_of_short_runs_and_keeps_their_tokens_and_eval_rows(tiny_corpus):
     # The tiny sweep's runs take 2 to 6 steps of 8 rows; at least 4 steps, and rows kept at 2 or more.
     plan = sweep_plan.plan_sweep([SWEEP], [*tiny_corpus, "Sweep.rules = [@MinSteps()]", "MinSteps.min_steps = 4",

@@ -155,7 +155,7 @@ class Plan:
     bindings: tuple  # the bindings all runs share: the sweep's, then the command line's
     runs: list
     slurm_directives: tuple
-    rules: tuple = ()  # the sweep's rules, for the sources they cite
+    rules: tuple = ()  # the sweep's rules that set some run's value, for the sources they cite
     accounting: str = "kaplan"  # Sweep.accounting
     budgets: list = dataclasses.field(default_factory=list)  # with Sweep.placement: sweep_design.BudgetPlan each
     verify_budgets: tuple = ()  # C of each verification run, once every budget is done
@@ -373,7 +373,9 @@ def plan_sweep(files: list[str], bindings: list[str], rows: Optional[dict] = Non
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"several runs would be named {repeated[0]!r}: make the sweep's axes distinct")
-    return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), tuple(sweep.rules), sweep.accounting)
+    # A rule whose binding the grid also sets is overridden on every run, so the plan does not cite it.
+    cited_rules = tuple(rule for rule in sweep.rules if getattr(rule, "binding", None) not in sweep.grid)
+    return Plan(tuple(sweep.base), shared, runs, tuple(sweep.slurm_directives), cited_rules, sweep.accounting)
 
 
 def _adaptive_plan(sweep: Sweep, shared: tuple, rows: dict, predictions: dict) -> Plan:
