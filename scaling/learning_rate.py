@@ -1,6 +1,6 @@
 """The best learning rate of each model size, and a power law through them.
 
-    python -m scaling.learning_rate DIR/results.jsonl [--accounting chinchilla|kaplan]
+    python -m scaling.learning_rate DIR/results.jsonl [DIR2/results.jsonl ...] [--accounting chinchilla|kaplan]
         [--key lr_schedule.peak_lr] [--bootstrap K] [--reference_params 1e5] [--out DIR/lr_fit.json]
 
 A learning-rate sweep trains each size at several rates (configs/sweeps/lr_cpu.gin).
@@ -12,7 +12,10 @@ in log-log space, as DeepSeek LLM (2024) fitted eta_opt and B_opt against
 compute; bootstrap intervals resample the runs within each size.
 
 The command prints the per-size optima, the law with its intervals, and the
-gin lines that make a sweep use it (train/sweep_rules.py's PowerLaw).
+gin lines that make a sweep use it (train/sweep_rules.py's PowerLaw). Several
+results files are fitted as one sweep (runs of one N form one size), e.g. a
+learning-rate sweep and a later check of a larger size; it warns when their
+runs were trained on different corpora, and needs --out.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import numpy as np
 
 from scaling import cli
 from scaling.bootstrap import bootstrap_counts, percentile_intervals
-from scaling.inputs import canonical_order, fit_rows, load_results, params_of, positive_arrays
+from scaling.inputs import canonical_order, fit_rows, load_results, mixed_data_warning, params_of, positive_arrays
 from scaling.isoflop import windowed_parabola
 from scaling.powerlaw import fit_power_law
 
@@ -130,17 +133,24 @@ def report(fit, accounting):
 
 def _main(argv):
     parser = cli.ArgumentParser(prog="python -m scaling.learning_rate", description=__doc__.split("\n")[0])
-    parser.add_argument("results", help="a learning-rate sweep's results.jsonl")
+    parser.add_argument("results", nargs="+", help="a learning-rate sweep's results.jsonl; several are fitted together")
     parser.add_argument("--accounting", choices=["kaplan", "chinchilla"], default="chinchilla")
     parser.add_argument("--key", default=KEY, help=f"the config binding swept (default {KEY})")
     parser.add_argument("--bootstrap", type=cli.non_negative_int, default=200, metavar="K")
     parser.add_argument("--reference_params", type=float, help="N at which the law's value is quoted")
     parser.add_argument("--out", help="where to write the fit (default: lr_fit.json beside the results)")
     args = parser.parse_args(argv)
-    fit = fit_optimal_learning_rate(load_results(args.results), args.accounting, args.key, args.bootstrap,
+    if len(args.results) > 1 and not args.out:
+        raise cli.InputError("several results files: say where their joint fit goes with --out "
+                             "(lr_fit.json beside the first would replace its own fit)")
+    rows = [row for path in args.results for row in load_results(path)]
+    mixed = mixed_data_warning(rows)
+    if mixed:
+        print(f"warning: {mixed}")
+    fit = fit_optimal_learning_rate(rows, args.accounting, args.key, args.bootstrap,
                                     reference_params=args.reference_params)
-    out = Path(args.out) if args.out else Path(args.results).with_name("lr_fit.json")
-    source = f"scaling.learning_rate on {args.results}"
+    out = Path(args.out) if args.out else Path(args.results[0]).with_name("lr_fit.json")
+    source = f"scaling.learning_rate on {' '.join(args.results)}"
     cli.write_json(out, {**fit.to_dict(), "accounting": args.accounting, "source": source})
     print(report(fit, args.accounting))
     print("gin lines for a sweep:\n  " + "\n  ".join(fit.gin_rule(source)))

@@ -64,3 +64,27 @@ def test_command_line_prints_the_gin_rule_and_fails_cleanly(tmp_path, capsys):
     assert main([str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lr_schedule.peak_lr" in err
+
+
+def test_several_results_files_are_fitted_as_one_sweep(tmp_path, capsys):
+    """A sweep split over two files (a later check of two sizes, in another order) gives the joint fit,
+    warns that the two were trained on different corpora, and needs --out so that no file's own fit is replaced."""
+    rows = sweep_rows(-0.45, 6e-3, [2e4, 6e4, 2e5, 8e5], RATES, noise=0.002, seed=3)
+    first = [dict(r, tokenizer_fingerprint="a", corpus_train_tokens=100) for r in rows if r["params_total"] < 1e5]
+    second = [dict(r, tokenizer_fingerprint="b", corpus_train_tokens=200) for r in rows if r["params_total"] > 1e5]
+    paths = [tmp_path / "first.jsonl", tmp_path / "second.jsonl"]
+    for path, part in zip(paths, (first, second[::-1])):
+        path.write_text("".join(json.dumps(r) + "\n" for r in part))
+    out = tmp_path / "joint.json"
+    assert main([*map(str, paths), "--bootstrap", "0", "--reference_params", "1e5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 different corpora" in printed
+    joint = fit_optimal_learning_rate(rows, reference_params=1e5)
+    saved = json.loads(out.read_text())
+    assert len(saved["sizes"]) == 4
+    assert saved["exponent"] == pytest.approx(joint.exponent, abs=1e-12)
+    assert saved["value"] == pytest.approx(joint.value, rel=1e-12)
+    assert main([*map(str, paths)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err
+    assert not (tmp_path / "lr_fit.json").exists()
