@@ -17,6 +17,7 @@ Each finished run writes its per-document sums to `eval_documents.json` in its
 workdir (train/trainer.py, through `EvalDocuments.save`).
 
     python -m scaling.eval_precision DIR/results.jsonl [--group_key budget] [--size_key params_total]
+    python -m scaling.eval_precision DIR/results.jsonl --size_key config.lr_schedule.peak_lr   # a rate check
 
 prints, for each group of a sweep's runs (e.g. an IsoFLOP budget), the loss
 differences between neighbouring sizes with their paired and unpaired
@@ -223,11 +224,19 @@ def _group_order(value):
     return (isinstance(value, str), value)
 
 
+def row_field(row: dict, key: str):
+    """A results row's field; 'config.B' reads binding B of the row's config (e.g. config.lr_schedule.peak_lr)."""
+    if key.startswith("config."):
+        return (row.get("config") or {}).get(key[len("config."):])
+    return row.get(key)
+
+
 def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key: str = "params_total") -> dict:
     """Loss differences between neighbouring sizes within each group of a sweep's results rows.
 
     Rows are grouped by `group_key` (an IsoFLOP budget, a token count), sorted by `size_key`
-    within a group, and each neighbouring pair is compared on its runs' eval documents
+    within a group (either may be 'config.B', a binding of the row's config: a learning-rate
+    check orders its runs by config.lr_schedule.peak_lr), and each neighbouring pair is compared on its runs' eval documents
     (results_dir/<run>/eval_documents.json). Returns {"pairs": [...], "skipped": [...]}: per pair
     {group, run_a, run_b, N_a, N_b, difference (L_a - L_b, a the smaller), se_difference (paired),
     se_a, se_b (each run's own), effective_documents (behind the paired variance), heaviest_documents
@@ -244,12 +253,12 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
             reason = f"no run directory {results_dir / run}"
         elif not (results_dir / run / FILENAME).is_file():
             reason = f"no {FILENAME} (an older or an unfinished run)"
-        elif row.get(group_key) is None:
+        elif row_field(row, group_key) is None:
             reason = f"no {group_key}"
-        elif row.get(size_key) is None:
+        elif row_field(row, size_key) is None:
             reason = f"no {size_key}"
         else:
-            groups.setdefault(row[group_key], []).append(row)
+            groups.setdefault(row_field(row, group_key), []).append(row)
             continue
         skipped.append({"run": run, "reason": reason})
     pairs, loaded = [], {}
@@ -260,22 +269,28 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
         return loaded[run]
 
     for group in sorted(groups, key=_group_order):
-        members = sorted(groups[group], key=lambda r: (r[size_key], r["run"]))
+        members = sorted(groups[group], key=lambda r: (row_field(r, size_key), r["run"]))
         for row_a, row_b in zip(members, members[1:]):
             a, b = documents(row_a["run"]), documents(row_b["run"])
             difference, se = _paired(a, b, row_a["run"], row_b["run"])
             z = paired_terms(a.nll, a.weight, b.nll, b.weight)
             pairs.append({"group": group, "run_a": row_a["run"], "run_b": row_b["run"],
-                          "N_a": row_a[size_key], "N_b": row_b[size_key], "difference": difference,
+                          "N_a": row_field(row_a, size_key), "N_b": row_field(row_b, size_key), "difference": difference,
                           "se_difference": se, "se_a": a.loss_se, "se_b": b.loss_se,
                           "effective_documents": effective_documents(z), "heaviest_documents": heaviest_documents(a.doc, z)})
     return {"pairs": pairs, "skipped": skipped}
 
 
+def _number(x) -> str:
+    """A size with thousands separators; a fractional value (a learning rate) to 4 significant digits."""
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:.4g}"
+
+
 def _report(result: dict, group_key: str, size_key: str) -> list[str]:
     pairs = result["pairs"]
     width = max(5, *(len(name) for p in pairs for name in (p["run_a"], p["run_b"])))
-    header = (f"  {'run a':<{width}}  {'run b':<{width}}  {'N a':>11}  {'N b':>11}  {'L_a - L_b':>10}  "
+    label = "N" if size_key.startswith("params") else size_key.rsplit(".", 1)[-1][:9]
+    header = (f"  {'run a':<{width}}  {'run b':<{width}}  {label + ' a':>11}  {label + ' b':>11}  {'L_a - L_b':>10}  "
               f"{'paired SE':>9}  {'z':>7}  {'SE a':>7}  {'SE b':>7}  {'n_eff':>7}")
     lines, group = [], object()
     for p in pairs:
@@ -283,7 +298,7 @@ def _report(result: dict, group_key: str, size_key: str) -> list[str]:
             group = p["group"]
             lines += [f"{group_key} {group:g}" if isinstance(group, (int, float)) else f"{group_key} {group}", header]
         z = p["difference"] / p["se_difference"] if p["se_difference"] > 0 else math.inf
-        lines.append(f"  {p['run_a']:<{width}}  {p['run_b']:<{width}}  {p['N_a']:>11,}  {p['N_b']:>11,}  "
+        lines.append(f"  {p['run_a']:<{width}}  {p['run_b']:<{width}}  {_number(p['N_a']):>11}  {_number(p['N_b']):>11}  "
                      f"{p['difference']:>+10.4f}  {p['se_difference']:>9.5f}  {z:>7.1f}  {p['se_a']:>7.4f}  "
                      f"{p['se_b']:>7.4f}  {p['effective_documents']:>7.1f}")
     for s in result["skipped"]:
@@ -309,9 +324,10 @@ def _report(result: dict, group_key: str, size_key: str) -> list[str]:
 def _main(argv) -> int:
     parser = cli.ArgumentParser(prog="python -m scaling.eval_precision", description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sweep's results.jsonl (run directories beside it)")
-    parser.add_argument("--group_key", default="budget", help="results field that groups runs (default: budget)")
+    parser.add_argument("--group_key", default="budget",
+                        help="results field that groups runs, or config.BINDING (default: budget)")
     parser.add_argument("--size_key", default="params_total",
-                        help="results field that orders runs within a group (default: params_total)")
+                        help="results field that orders runs within a group, or config.BINDING (default: params_total)")
     args = parser.parse_args(argv)
     rows = load_results(args.results)
     result = neighbour_differences(rows, Path(args.results).parent, args.group_key, args.size_key)

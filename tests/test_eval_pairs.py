@@ -235,3 +235,23 @@ def test_cli_without_documents_is_bad_input(tmp_path, capsys):
     assert eval_precision.main([str(tmp_path / "results.jsonl")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "no budget has two runs with eval_documents.json" in err
+
+
+def test_runs_can_be_ordered_by_a_binding_of_their_config(tmp_path, capsys):
+    """A learning-rate check orders one size's runs by config.lr_schedule.peak_lr, not by their names."""
+    _, ids, weight, per_token = heterogeneous_documents(11)
+    rows = []
+    for name, rate in (("z_low", 0.003), ("a_mid", 0.006), ("m_high", 0.012)):
+        save_run(tmp_path, name, ids, weight * (per_token + 10 * abs(math.log(rate / 0.006))), weight)
+        rows.append({"run": name, "budget": 6e13, "params_total": 988200, "config": {"lr_schedule.peak_lr": rate}})
+    save_run(tmp_path, "no_rate", ids, weight * per_token, weight)
+    rows.append({"run": "no_rate", "budget": 6e13, "params_total": 988200, "config": {}})
+    result = neighbour_differences(rows, tmp_path, size_key="config.lr_schedule.peak_lr")
+    assert [(p["run_a"], p["run_b"]) for p in result["pairs"]] == [("z_low", "a_mid"), ("a_mid", "m_high")]
+    assert [(p["N_a"], p["N_b"]) for p in result["pairs"]] == [(0.003, 0.006), (0.006, 0.012)]
+    assert result["pairs"][0]["difference"] == pytest.approx(10 * math.log(2), abs=1e-9)
+    assert result["skipped"] == [{"run": "no_rate", "reason": "no config.lr_schedule.peak_lr"}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert eval_precision.main([str(tmp_path / "results.jsonl"), "--size_key", "config.lr_schedule.peak_lr"]) == 0
+    printed = capsys.readouterr().out
+    assert "peak_lr a" in printed and "0.003" in printed and "+6.9315" in printed
