@@ -236,8 +236,8 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
 
     Rows are grouped by `group_key` (an IsoFLOP budget, a token count), sorted by `size_key`
     within a group (either may be 'config.B', a binding of the row's config: a learning-rate
-    check orders its runs by config.lr_schedule.peak_lr), and each neighbouring pair is compared on its runs' eval documents
-    (results_dir/<run>/eval_documents.json). Returns {"pairs": [...], "skipped": [...]}: per pair
+    check orders its runs by config.lr_schedule.peak_lr), and each neighbouring pair is compared
+    on its runs' eval documents (results_dir/<run>/eval_documents.json). Returns {"pairs": [...], "skipped": [...]}: per pair
     {group, run_a, run_b, N_a, N_b, difference (L_a - L_b, a the smaller), se_difference (paired),
     se_a, se_b (each run's own), effective_documents (behind the paired variance), heaviest_documents
     (the ids of the 3 that carry most of it)}; per row left out {run, reason} (no run directory, no
@@ -275,7 +275,8 @@ def neighbour_differences(rows, results_dir, group_key: str = "budget", size_key
             difference, se = _paired(a, b, row_a["run"], row_b["run"])
             z = paired_terms(a.nll, a.weight, b.nll, b.weight)
             pairs.append({"group": group, "run_a": row_a["run"], "run_b": row_b["run"],
-                          "N_a": row_field(row_a, size_key), "N_b": row_field(row_b, size_key), "difference": difference,
+                          "N_a": row_field(row_a, size_key), "N_b": row_field(row_b, size_key),
+                          "difference": difference,
                           "se_difference": se, "se_a": a.loss_se, "se_b": b.loss_se,
                           "effective_documents": effective_documents(z), "heaviest_documents": heaviest_documents(a.doc, z)})
     return {"pairs": pairs, "skipped": skipped}
