@@ -7,16 +7,19 @@ import pytest
 from scaling.learning_rate import fit_optimal_learning_rate, main
 
 
-def sweep_rows(exponent, value, sizes, rates, noise=0.0, seed=0, curvature=0.04):
-    """Rows whose eval loss is a parabola in log(rate) about value (N / 1e5)^exponent."""
+def sweep_rows(exponent, value, sizes, rates, noise=0.0, seed=0, curvature=0.04, ratio=20.0, token_exponent=0.0):
+    """Rows whose eval loss is a parabola in log(rate) about value (N / 1e5)^exponent (D / 1e7)^token_exponent,
+    each size trained for D = ratio x N tokens."""
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
-        best = value * (n / 1e5) ** exponent
+        tokens = round(ratio * n)
+        best = value * (n / 1e5) ** exponent * (tokens / 1e7) ** token_exponent
         for rate in rates:
             loss = 3.0 + 50.0 / n**0.3 + curvature * np.log(rate / best) ** 2 + rng.normal(0.0, noise)
-            rows.append({"run": f"n{n:.0f}_lr{rate:.3g}", "config": {"lr_schedule.peak_lr": rate},
-                         "params_total": n, "params_nonembedding": n / 2, "final_eval_loss": loss})
+            rows.append({"run": f"n{n:.0f}_d{tokens}_lr{rate:.3g}", "config": {"lr_schedule.peak_lr": rate},
+                         "params_total": n, "params_nonembedding": n / 2, "tokens": tokens,
+                         "final_eval_loss": loss})
     return rows
 
 
@@ -60,7 +63,8 @@ def test_command_line_prints_the_gin_rule_and_fails_cleanly(tmp_path, capsys):
     assert "lr/PowerLaw.exponent = -0.2" in out and "lr/PowerLaw.value = 0.004" in out
     saved = json.loads((tmp_path / "lr_fit.json").read_text())
     assert saved["exponent"] == pytest.approx(-0.2) and 15 <= saved["replicates"] <= 20
-    path.write_text(json.dumps({"run": "x", "config": {}, "params_total": 1.0, "final_eval_loss": 3.0}) + "\n")
+    path.write_text(json.dumps({"run": "x", "config": {}, "params_total": 1.0, "tokens": 20,
+                                "final_eval_loss": 3.0}) + "\n")
     assert main([str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lr_schedule.peak_lr" in err
@@ -88,3 +92,65 @@ def test_several_results_files_are_fitted_as_one_sweep(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out" in err
     assert not (tmp_path / "lr_fit.json").exists()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sizes_trained_for_different_lengths_give_a_law_in_n_and_d(seed):
+    """Random laws in N and D, each size trained at two lengths a random factor apart (and shuffled): the
+    joint fit recovers both exponents, and matches a least-squares fit of the true optima by numpy's lstsq."""
+    rng = np.random.default_rng(seed)
+    exponent, token_exponent = rng.uniform(-0.8, 0.1), rng.uniform(-0.6, 0.0)
+    value, sizes = 10 ** rng.uniform(-2.5, -1.5), 10 ** np.sort(rng.uniform(4, 6.5, 3))
+    rates = value * 2.0 ** np.arange(-7, 7)
+    short, long = rng.uniform(5, 15), rng.uniform(30, 100)
+    rows = [r for ratio in (short, long) for r in sweep_rows(exponent, value, sizes, rates, ratio=ratio,
+                                                            token_exponent=token_exponent)]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    fit = fit_optimal_learning_rate(rows, reference_params=1e5)
+    assert fit.exponent == pytest.approx(exponent, abs=1e-9)
+    assert fit.token_exponent == pytest.approx(token_exponent, abs=1e-9)
+    assert fit(3e5, 1e7) == pytest.approx(value * 3**exponent, rel=1e-9)  # the true law's reference point
+    n = np.array([s["N"] for s in fit.sizes])
+    d = np.array([s["D"] for s in fit.sizes])
+    truth = value * (n / 1e5) ** exponent * (d / 1e7) ** token_exponent
+    design = np.column_stack([np.ones(len(n)), np.log(n), np.log(d)])
+    reference = np.linalg.lstsq(design, np.log(truth), rcond=None)[0]
+    assert fit.token_exponent == pytest.approx(reference[2], abs=1e-9)
+    assert len(fit.sizes) == 6 and fit.reference_tokens == pytest.approx(np.exp(np.mean(np.log(d))))
+
+
+def test_one_length_per_size_gives_a_law_in_n_alone_and_the_gin_lines_say_which():
+    rows = sweep_rows(-0.4, 6e-3, [3e4, 1e5, 3e5], RATES, ratio=10.0)
+    rows += sweep_rows(-0.4, 6e-3, [1e6], RATES, ratio=15.0)  # within 2x of the others: one length
+    fit = fit_optimal_learning_rate(rows, reference_params=1e5)
+    assert fit.token_exponent is None and fit.exponent == pytest.approx(-0.4, abs=1e-9)
+    assert not any("token" in line for line in fit.gin_rule("test"))
+    rows += sweep_rows(-0.4, 6e-3, [1e5], RATES, ratio=40.0)
+    joint = fit_optimal_learning_rate(rows, reference_params=1e5)
+    assert joint.token_exponent == pytest.approx(0.0, abs=1e-9)
+    assert any(line.startswith("lr/PowerLaw.token_exponent = ") for line in joint.gin_rule("test"))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_narrow_window_keeps_a_diverged_rate_out_of_the_parabola(seed, tmp_path, capsys):
+    """Each size's rate 4x above its optimum diverged (its loss 0.5 above the parabola's): with the best
+    and its neighbours alone (window 2, on a grid a factor 2 apart) the fit finds the true law; with the
+    default window of 4 that rate enters the parabola and pulls the optimum down."""
+    rng = np.random.default_rng(seed)
+    exponent, value = rng.uniform(-0.7, 0.0), 10 ** rng.uniform(-2.5, -1.5)
+    sizes = 10 ** np.sort(rng.uniform(4, 6.5, 3))
+    rates = value * 2.0 ** np.arange(-4, 5)  # the optimum at 1e5 on the grid; elsewhere between its points
+    rows = sweep_rows(exponent, value, sizes, rates)
+    for row in rows:
+        best = value * (row["params_total"] / 1e5) ** exponent
+        if 3.0 < row["config"]["lr_schedule.peak_lr"] / best < 5.0:
+            row["final_eval_loss"] += 0.5
+    narrow = fit_optimal_learning_rate(rows, reference_params=1e5, window=2.0)
+    wide = fit_optimal_learning_rate(rows, reference_params=1e5)
+    assert narrow.value == pytest.approx(value, rel=0.15)
+    assert wide.value < 0.9 * narrow.value
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([str(path), "--window", "1", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--window" in err

@@ -19,7 +19,7 @@ from data.loader import DataConfig
 from tests.conftest import REPO, SWEEP, metrics_lines, rows, run_sweep, sweep_args
 from train import main as train_main
 from train import sweep_plan
-from train.sweep_rules import MinSteps, RunSize
+from train.sweep_rules import MinSteps, PowerLaw, RunSize
 
 
 def test_a_failed_run_is_reported_and_the_others_go_on(swept, plan):
@@ -145,6 +145,29 @@ def test_min_steps_takes_the_largest_halving_that_gives_enough_steps(seed):
         expected = {} if batch == batch_size else {"DataConfig.batch_size": batch,
                                                    "DataConfig.eval_batch_size": data.eval_batch_size or batch_size}
         assert rule(run) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_power_law_in_size_and_tokens_matches_the_formula(seed):
+    rng = np.random.default_rng(seed)
+    value, n0, d0 = 10 ** rng.uniform(-3, -1), 10 ** rng.uniform(4, 7), 10 ** rng.uniform(6, 9)
+    alpha, beta = rng.uniform(-1, 0.3, 2)
+    rule = PowerLaw("lr_schedule.peak_lr", value, n0, alpha, token_exponent=beta, reference_tokens=d0)
+    for params, tokens in zip(10 ** rng.uniform(4, 7, 20), 10 ** rng.uniform(6, 9, 20)):
+        got = rule(RunSize("m", int(params), int(tokens), DataConfig()))["lr_schedule.peak_lr"]
+        expected = value * (int(params) / n0) ** alpha * (int(tokens) / d0) ** beta
+        assert got == pytest.approx(expected, rel=5e-3)  # three significant digits
+    # Without a token exponent the run's length does not matter, and need not be known.
+    plain = PowerLaw("lr_schedule.peak_lr", value, n0, alpha)
+    assert plain(RunSize("m", 5000, None, DataConfig())) == plain(RunSize("m", 5000, 10**8, DataConfig()))
+
+
+def test_power_law_in_tokens_refuses_runs_counted_in_steps_and_a_missing_reference():
+    rule = PowerLaw("lr_schedule.peak_lr", 1e-2, 1e5, -0.5, token_exponent=-0.3, reference_tokens=1e7)
+    with pytest.raises(ValueError, match="count its runs in tokens"):
+        rule(RunSize("m", 1000, None, DataConfig()))
+    with pytest.raises(ValueError, match="positive reference_tokens"):
+        PowerLaw("lr_schedule.peak_lr", 1e-2, 1e5, -0.5, token_exponent=-0.3)
 
 
 def test_min_steps_refuses_runs_counted_in_steps_and_bad_settings():

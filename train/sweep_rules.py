@@ -37,11 +37,13 @@ def _significant(x: float) -> float:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class PowerLaw:
-    """Sets `binding` to value * (N / reference_params) ** exponent, e.g. a learning rate falling with size.
+    """Sets `binding` to value * (N / reference_params) ** exponent, e.g. a learning rate falling with size,
+    times (D / reference_tokens) ** token_exponent where token_exponent is set: a rate that falls with the
+    run's length too, as Bjorck et al. (2024) found and results/lr_horizon_cpu/ measured here.
 
-    N is the sweep's parameter count (Sweep.accounting). round_to > 0 rounds to a whole multiple
-    of it, at least one (1: warm-up steps; 16: a batch size that the data axis divides). `source`
-    says where the law comes from; the sweep's plan prints it beside the value it sets.
+    N is the sweep's parameter count (Sweep.accounting), D the run's training tokens. round_to > 0 rounds
+    to a whole multiple of it, at least one (1: warm-up steps; 16: a batch size that the data axis
+    divides). `source` says where the law comes from; the sweep's plan prints it beside the value it sets.
     """
     binding: str
     value: float
@@ -49,9 +51,21 @@ class PowerLaw:
     exponent: float
     round_to: int = 0
     source: str = ""  # e.g. 'fitted by scaling.lr on results/lr_cpu/results.jsonl'
+    token_exponent: float = 0.0
+    reference_tokens: Optional[float] = None
+
+    def __post_init__(self):
+        if self.token_exponent and not (self.reference_tokens or 0) > 0:
+            raise ValueError(f"PowerLaw for {self.binding} has token_exponent = {self.token_exponent!r}: "
+                             f"it needs a positive reference_tokens, got {self.reference_tokens!r}")
 
     def __call__(self, run: RunSize) -> dict:
         x = self.value * (run.params / self.reference_params) ** self.exponent
+        if self.token_exponent:
+            if run.tokens is None:
+                raise ValueError(f"PowerLaw for {self.binding} scales with the run's tokens: the sweep must "
+                                 "count its runs in tokens (Sweep.flops, Sweep.tokens or Sweep.train_tokens_per_param)")
+            x *= (run.tokens / self.reference_tokens) ** self.token_exponent
         if self.round_to:
             return {self.binding: self.round_to * max(1, round(x / self.round_to))}
         return {self.binding: _significant(x)}
