@@ -70,7 +70,9 @@ class LearningRateFit:
         if self.token_exponent is not None:
             lines += [f"{scope}/PowerLaw.reference_tokens = {self.reference_tokens:.3g}",
                       f"{scope}/PowerLaw.token_exponent = {self.token_exponent:.3g}"]
-        return lines + [f"{scope}/PowerLaw.source = {source!r}"]
+        # Not carried below the smallest size that fixed it (sizes at the grid's edge did not).
+        smallest = min(s["N"] for s in self.sizes if s["optimal_rate"] is not None)
+        return lines + [f"{scope}/PowerLaw.min_params = {smallest:.6g}", f"{scope}/PowerLaw.source = {source!r}"]
 
     def to_dict(self):
         return {"sizes": self.sizes, "exponent": self.exponent, "value": self.value,

@@ -61,6 +61,7 @@ def test_command_line_prints_the_gin_rule_and_fails_cleanly(tmp_path, capsys):
     assert main([str(path), "--bootstrap", "20", "--reference_params", "1e5"]) == 0
     out = capsys.readouterr().out
     assert "lr/PowerLaw.exponent = -0.2" in out and "lr/PowerLaw.value = 0.004" in out
+    assert "lr/PowerLaw.min_params = 30000" in out  # not carried below the smallest size fitted
     saved = json.loads((tmp_path / "lr_fit.json").read_text())
     assert saved["exponent"] == pytest.approx(-0.2) and 15 <= saved["replicates"] <= 20
     path.write_text(json.dumps({"run": "x", "config": {}, "params_total": 1.0, "tokens": 20,

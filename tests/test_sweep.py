@@ -157,6 +157,12 @@ def test_power_law_in_size_and_tokens_matches_the_formula(seed):
         got = rule(RunSize("m", int(params), int(tokens), DataConfig()))["lr_schedule.peak_lr"]
         expected = value * (int(params) / n0) ** alpha * (int(tokens) / d0) ** beta
         assert got == pytest.approx(expected, rel=5e-3)  # three significant digits
+    # Below min_params every size gets the law's value at min_params; above, the law.
+    floor = 10 ** rng.uniform(4.5, 6)
+    clamped = PowerLaw("lr_schedule.peak_lr", value, n0, alpha, min_params=floor)
+    for params in 10 ** rng.uniform(4, 7, 20):
+        got = clamped(RunSize("m", int(params), None, DataConfig()))["lr_schedule.peak_lr"]
+        assert got == pytest.approx(value * (max(int(params), floor) / n0) ** alpha, rel=5e-3)
     # Without a token exponent the run's length does not matter, and need not be known.
     plain = PowerLaw("lr_schedule.peak_lr", value, n0, alpha)
     assert plain(RunSize("m", 5000, None, DataConfig())) == plain(RunSize("m", 5000, 10**8, DataConfig()))

@@ -41,9 +41,11 @@ class PowerLaw:
     times (D / reference_tokens) ** token_exponent where token_exponent is set: a rate that falls with the
     run's length too, as Bjorck et al. (2024) found and results/lr_horizon_cpu/ measured here.
 
-    N is the sweep's parameter count (Sweep.accounting), D the run's training tokens. round_to > 0 rounds
-    to a whole multiple of it, at least one (1: warm-up steps; 16: a batch size that the data axis
-    divides). `source` says where the law comes from; the sweep's plan prints it beside the value it sets.
+    N is the sweep's parameter count (Sweep.accounting), D the run's training tokens. Sizes below min_params
+    get the value at min_params: a law is not carried below the smallest size it was fitted on, where a
+    rate rising as a power of 1/N would soon diverge. round_to > 0 rounds to a whole multiple of it, at
+    least one (1: warm-up steps; 16: a batch size that the data axis divides). `source` says where the law
+    comes from; the sweep's plan prints it beside the value it sets.
     """
     binding: str
     value: float
@@ -53,6 +55,7 @@ class PowerLaw:
     source: str = ""  # e.g. 'fitted by scaling.lr on results/lr_cpu/results.jsonl'
     token_exponent: float = 0.0
     reference_tokens: Optional[float] = None
+    min_params: float = 0.0
 
     def __post_init__(self):
         if self.token_exponent and not (self.reference_tokens or 0) > 0:
@@ -60,7 +63,7 @@ class PowerLaw:
                              f"it needs a positive reference_tokens, got {self.reference_tokens!r}")
 
     def __call__(self, run: RunSize) -> dict:
-        x = self.value * (run.params / self.reference_params) ** self.exponent
+        x = self.value * (max(run.params, self.min_params) / self.reference_params) ** self.exponent
         if self.token_exponent:
             if run.tokens is None:
                 raise ValueError(f"PowerLaw for {self.binding} scales with the run's tokens: the sweep must "
