@@ -155,3 +155,14 @@ def test_a_narrow_window_keeps_a_diverged_rate_out_of_the_parabola(seed, tmp_pat
     assert main([str(path), "--window", "1", "--bootstrap", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--window" in err
+
+
+def test_lengths_apart_only_at_a_size_with_no_optimum_fix_no_token_exponent():
+    """Sizes at 10 N and one at 10.2 N have optima; the one trained at 40 N has its best rate at the grid's
+    edge. The lengths with optima are too close to fix D's exponent, so the fit refuses rather than
+    reading it off a 2% difference in length."""
+    rows = sweep_rows(-0.4, 6e-3, [3e4, 1e5, 3e5], RATES, ratio=10.0)
+    rows += sweep_rows(-0.4, 6e-3, [1e6], RATES, ratio=10.2, token_exponent=-2.0)
+    rows += sweep_rows(-0.4, 60.0, [2e5], RATES, ratio=40.0)
+    with pytest.raises(ValueError, match="not all of one length"):
+        fit_optimal_learning_rate(rows, reference_params=1e5)
