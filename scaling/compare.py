@@ -8,8 +8,9 @@ accounting: the fit's window and runs, how many IsoFLOP budgets are bracketed, a
 Approach 2, Approach 3 and KM with their intervals, Approach 3's lack of fit, and Approach 2's paired
 gap a_kaplan − a_chinchilla. From the verification rows of the sweep's results.jsonl (train.sweep's
 `role: verification`, beside the fits file or where the fits file says), each verification budget's
-measured loss, the mean of its seeds, against each law's prediction: measured − predicted, relative,
-and whether the measurement is inside the prediction's interval. `--eval_se` adds the median paired
+measured loss, the mean of its seeds with its standard error over the seeds, against each law's
+prediction: measured − predicted, relative, and whether the measurement is inside the prediction's
+interval. `--eval_se` adds the median paired
 SE of neighbouring sizes (`scaling.eval_precision`) over the budgets the fits file holds, which reads
 every run's eval documents. The verification rows are the sweep's, predicted as the runner predicted
 them (prediction.json says from which budgets), whatever window the fits file has.
@@ -51,10 +52,11 @@ def _results_path(fits_path: Path, recorded) -> Path | None:
 
 
 def verifications(rows) -> list[dict]:
-    """One entry per verification budget: its runs (the seeds), their mean loss, and per approach the
-    prediction, its interval, the relative error (measured − predicted) / predicted and whether the
-    measurement lies inside the interval. Rows still training (no final_eval_loss), or without the
-    prediction train.sweep records in them, are left out."""
+    """One entry per verification budget: its runs (the seeds), the N and D predicted for, their mean loss
+    and its standard error over the seeds (None for one seed), each seed's eval SE, and per approach the prediction, its
+    interval, the relative error (measured − predicted) / predicted and whether the measurement lies
+    inside the interval. Rows still training (no final_eval_loss), or without the prediction train.sweep
+    records in them, are left out. train.sweep's report and the notebook read the same entries."""
     by_budget = {}
     for row in rows:
         if (row.get("role") == "verification" and row.get("final_eval_loss") is not None
@@ -63,14 +65,21 @@ def verifications(rows) -> list[dict]:
     entries = []
     for budget in sorted(by_budget):
         seeds = sorted(by_budget[budget], key=lambda r: r["run"])
-        measured = float(np.mean([r["final_eval_loss"] for r in seeds]))
+        losses = np.array([r["final_eval_loss"] for r in seeds], float)
+        measured = float(losses.mean())
+        # Seeds differ in initialisation and data order; the eval documents are the same for all of them,
+        # so this is the spread a rerun would show, not the eval set's sampling error (final_eval_loss_se).
+        seed_se = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
+        prediction = seeds[0]["prediction"]
         laws = {}
-        for approach, (loss, interval) in verification_targets(seeds[0]["prediction"]).items():
+        for approach, (loss, interval) in verification_targets(prediction).items():
             inside = None if not interval else bool(interval[0] <= measured <= interval[1])
             laws[approach] = {"predicted": loss, "interval": interval, "error": (measured - loss) / loss,
                               "inside": inside}
         entries.append({"budget": budget, "runs": [r["run"] for r in seeds], "N": seeds[0].get("params_total"),
-                        "measured": measured, "laws": laws})
+                        "D": prediction.get("D"), "accounting": prediction.get("accounting", "chinchilla"),
+                        "measured": measured, "seed_se": seed_se,
+                        "eval_se": [r.get("final_eval_loss_se") for r in seeds], "laws": laws})
     return entries
 
 
@@ -174,9 +183,14 @@ def _met(law, within) -> bool:
     return abs(law["error"]) <= within and law["inside"] is not False
 
 
+def _measured(entry) -> str:
+    """The measured loss, with its SE over the seeds where there are several."""
+    return f"{entry['measured']:.4f}" + (f" ± {entry['seed_se']:.4f}" if entry["seed_se"] is not None else "")
+
+
 def _verification_cells(entry, within) -> list[str]:
     seeds = f" ({len(entry['runs'])} seeds)" if len(entry["runs"]) > 1 else ""
-    cells = [f"{entry['runs'][0]}, {_flops(entry['budget'])}, {entry['measured']:.4f}{seeds}"]
+    cells = [f"{entry['runs'][0]}, {_flops(entry['budget'])}, {_measured(entry)}{seeds}"]
     for approach, _ in APPROACHES:
         law = entry["laws"].get(approach)
         figure = "—" if not law else f"{law['error']:+.2%}" + ("" if law["inside"] is not False else " (outside)")
@@ -213,8 +227,8 @@ def text(summaries, agree, half_width, within) -> list[str]:
         if s["paired_se"] is not None:
             lines.append(f"  median paired SE of neighbouring sizes in the window {s['paired_se']:.5f}")
         for entry in s["verifications"]:
-            seeds = f", the mean of {len(entry['runs'])} seeds" if len(entry["runs"]) > 1 else ""
-            lines.append(f"  verification {entry['runs'][0]} at C={_flops(entry['budget'])}: measured {entry['measured']:.4f}{seeds}")
+            seeds = f", the mean of {len(entry['runs'])} seeds ± its SE over them" if len(entry["runs"]) > 1 else ""
+            lines.append(f"  verification {entry['runs'][0]} at C={_flops(entry['budget'])}: measured {_measured(entry)}{seeds}")
             for approach, label in APPROACHES:
                 law = entry["laws"].get(approach)
                 if law:

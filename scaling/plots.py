@@ -223,9 +223,10 @@ def prediction_check(fits, C, loss, minima=None, verifications=(), ax=None, leve
     drawn as its loss at N_opt(C) with its band.
     C, loss: the sweep's runs (C = 6 N D in the fits' accounting), grey.
     minima: Approach 2's [(budget, N_opt, D_opt, loss_opt)], drawn as stars.
-    verifications: [{'C', 'measured', 'predicted': {label: (loss, (lo, hi) or None)}}]: the runs the
-    sweep trained beyond its budgets, the losses predicted for each before it trained (with their
-    bootstrap intervals; a label of `fits` keeps its colour) and the loss measured after.
+    verifications: [{'C', 'measured', 'predicted': {label: (loss, (lo, hi) or None)}, 'measured_se'?}]:
+    the runs the sweep trained beyond its budgets, the losses predicted for each before it trained (with
+    their bootstrap intervals; a label of `fits` keeps its colour) and the loss measured after, ± its SE
+    over seeds where it has one.
     """
     ax = _axes(ax)
     C, loss = np.asarray(C, float), np.asarray(loss, float)
@@ -257,7 +258,10 @@ def prediction_check(fits, C, loss, minima=None, verifications=(), ax=None, leve
             error = None if interval is None else [[value - interval[0]], [interval[1] - value]]
             ax.errorbar([c * shift], [value], yerr=error, fmt="o", color=colours[label], capsize=4,
                         zorder=4, label=once(f"{label}: predicted before training"))
-        ax.plot([c], [check["measured"]], "D", color="k", ms=7, zorder=5, label=once("measured"))
+        se = check.get("measured_se")
+        # ± one SE, not a 95% bar: from two or three seeds a t interval would be many times wider.
+        ax.errorbar([c], [check["measured"]], yerr=se, fmt="D", color="k", ms=7, capsize=4, zorder=5,
+                    label=once("measured" if se is None else "measured ± SE over seeds"))
     _loglog(ax, "compute C = 6 N D (FLOPs)", "eval loss (nats/token)")
     ax.legend(fontsize="small")
     return ax

@@ -11,7 +11,7 @@ import pytest
 from scaling import compare
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORTED = ("isoflop_cpu_3e13", "isoflop_cpu_6e13", "isoflop_cpu_depth", "isoflop_cpu_clean")  # sweeps with the runner's verification.txt
+REPORTED = ("isoflop_cpu_3e13", "isoflop_cpu_6e13", "isoflop_cpu_depth", "isoflop_cpu_clean", "isoflop_cpu_lr")  # sweeps with the runner's verification.txt
 LAWS = {"chinchilla": "chinchilla", "kaplan": "kaplan", "isoflop trend": "isoflop"}
 
 
@@ -34,7 +34,7 @@ def _rows(rng):
         rows += [{"run": f"v_C{budget:g}" + (f"_seed{s}" if s else ""), "budget": budget, "params_total": 5000,
                   "role": "verification", "prediction": prediction, "final_eval_loss": loss}
                  for s, loss in enumerate(losses)]
-        expected[budget] = (statistics.fmean(losses), prediction)
+        expected[budget] = (statistics.fmean(losses), prediction, losses)
     rows.append({"run": "v_C1e+14_seed9", "budget": 1e14, "role": "verification",
                  "prediction": expected[1e14][1], "final_eval_loss": None})  # still training
     return rows, expected
@@ -47,8 +47,12 @@ def test_verifications_average_the_seeds_and_score_every_law_in_any_row_order(se
     entries = compare.verifications(rows)
     assert [e["budget"] for e in entries] == sorted(expected)
     for entry in entries:
-        measured, prediction = expected[entry["budget"]]
+        measured, prediction, losses = expected[entry["budget"]]
         assert entry["measured"] == pytest.approx(measured, rel=1e-12)
+        if len(losses) == 1:
+            assert entry["seed_se"] is None
+        else:  # the sample standard deviation over √n, from the statistics module
+            assert entry["seed_se"] == pytest.approx(statistics.stdev(losses) / len(losses) ** 0.5, rel=1e-12)
         targets = {**prediction["predicted_loss"], "isoflop": prediction["predict"]["isoflop"]}
         assert set(entry["laws"]) == set(targets)
         for law, target in targets.items():
@@ -65,11 +69,13 @@ def test_errors_match_the_runners_own_verification_report(sweep):
     report = (ROOT / "results" / sweep / "verification.txt").read_text()
     printed = {LAWS[m[1]]: (float(m[2]), float(m[3]) / 100)
                for m in re.finditer(r"^  (chinchilla|kaplan|isoflop trend) predicted ([\d.]+) .*relative error "
-                                    r"([+-][\d.]+)%$", report, re.M)}
-    measured = float(re.search(r"measured eval loss ([\d.]+)", report)[1])
+                                    r"([+-][\d.]+)%( ± [\d.]+%)?$", report, re.M)}
+    measured = re.search(r"measured eval loss ([\d.]+)( ± ([\d.]+))?", report)
     summary = compare.summarise(ROOT / "results" / sweep / "fits.json")
     (entry,) = summary["verifications"]
-    assert entry["measured"] == pytest.approx(measured, abs=5e-5)
+    assert entry["measured"] == pytest.approx(float(measured[1]), abs=5e-5)
+    if measured[3]:  # reports written since the runner prints the seeds' SE
+        assert entry["seed_se"] == pytest.approx(float(measured[3]), abs=5e-5)
     assert set(entry["laws"]) == set(printed) and len(printed) == 3
     for law, (predicted, error) in printed.items():
         assert entry["laws"][law]["predicted"] == pytest.approx(predicted, abs=5e-5)

@@ -166,10 +166,16 @@ def test_plots_draw_headless(tmp_path):
     # Two verification runs: each drawn with its predictions, each legend entry once.
     checks = [{"C": c, "measured": m, "predicted": {"Approach 3": (m * 1.01, (m, m * 1.02)), "KM": (m, None)}}
               for c, m in ((4e20, 2.4), (1e21, 2.3))]
+    checks[1]["measured_se"] = 0.02  # the second run has seeds: ± their SE
     fig, ax = plt.subplots()
     plots.prediction_check({"Approach 3": chin}, C, loss, minima=iso.minima, verifications=checks, ax=ax)
     labels = ax.get_legend_handles_labels()[1]
     assert labels.count("measured") == 1 and labels.count("Approach 3: predicted before training") == 1, labels
+    assert labels.count("measured ± SE over seeds") == 1, labels
+    bars = [segment for collection in ax.collections if hasattr(collection, "get_segments")
+            for segment in collection.get_segments()
+            if len(segment) == 2 and segment[0][0] == segment[1][0] == 1e21]
+    assert [sorted(point[1] for point in segment) for segment in bars] == [pytest.approx([2.28, 2.32])]
     measured = [line for line in ax.lines if line.get_marker() == "D"]
     assert sorted(float(line.get_xdata()[0]) for line in measured) == [4e20, 1e21]
     assert ax.get_xlim()[1] >= 2e21  # the axis reaches past the largest verification

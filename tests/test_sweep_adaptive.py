@@ -386,6 +386,7 @@ def test_a_replicated_verification_reports_the_mean_of_its_seeds(tmp_path, monke
     assert any(name.endswith("_seed1") for name in others) == (bindings == ["Placement.seeds = 2"])
     assert all(written for run, written in simulated if run.record.get("role"))
     losses = [row["final_eval_loss"] for row in verification]
-    assert f"measured eval loss {np.mean(losses):.4f} (the mean of 2 seeds: {losses[0]:.4f}, {losses[1]:.4f})" \
-        in result.stdout
+    se = abs(losses[0] - losses[1]) / 2  # two seeds: their standard deviation, |a − b| / √2, over √2
+    assert (f"measured eval loss {np.mean(losses):.4f} ± {se:.4f} (the mean of 2 seeds: {losses[0]:.4f}, "
+            f"{losses[1]:.4f}; ± its SE over them)") in result.stdout
     assert f"verification run {verification[0]['run']} (2 seeds) at C=4e8" in result.stdout

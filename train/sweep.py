@@ -116,23 +116,26 @@ def decisions(plan) -> list[str]:
 
 
 def verification_report(plan, results: Results) -> list[str]:
-    """Predicted against measured loss of each verification run (the mean of its seeds), once all have finished."""
-    from scaling.predict import verification_targets
+    """Predicted against measured loss of each verification run (the mean of its seeds, ± its SE over them),
+    once all have finished."""
+    from scaling.compare import verifications
     lines = []
     for runs in verification_runs(plan).values():
         rows = [results.rows.get(run.name) for run in runs]
         if any(row is None or row.get("final_eval_loss") is None for row in rows):
             continue
-        run, losses = runs[0], [row["final_eval_loss"] for row in rows]
-        measured = sum(losses) / len(losses)
-        seeds = (f" (the mean of {len(losses)} seeds: {', '.join(f'{loss:.4f}' for loss in losses)})"
-                 if len(losses) > 1 else "")
+        (entry,) = verifications(rows)
+        run, se = runs[0], entry["seed_se"]
+        losses = ", ".join(f"{row['final_eval_loss']:.4f}" for row in rows)
+        seeds = f" ± {se:.4f} (the mean of {len(rows)} seeds: {losses}; ± its SE over them)" if se is not None else ""
         lines.append(f"verification {run.name}: N {run.params:,}, D {run.tokens:,}, measured eval loss "
-                     f"{measured:.4f}{seeds}")
-        for approach, (loss, interval) in verification_targets(run.record["prediction"]).items():
+                     f"{entry['measured']:.4f}{seeds}")
+        for approach, law in entry["laws"].items():
+            interval = law["interval"]
             within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
             name = "isoflop trend" if approach == "isoflop" else approach  # Approach 2: at its own N_opt
-            lines.append(f"  {name} predicted {loss:.4f}{within}: relative error {(measured - loss) / loss:+.2%}")
+            spread = f" ± {se / law['predicted']:.2%}" if se is not None else ""
+            lines.append(f"  {name} predicted {law['predicted']:.4f}{within}: relative error {law['error']:+.2%}{spread}")
     return lines
 
 
