@@ -10,9 +10,8 @@ gap a_kaplan − a_chinchilla. From the verification rows of the sweep's results
 `role: verification`, beside the fits file or where the fits file says), each verification budget's
 measured loss, the mean of its seeds with its standard error over the seeds, against each law's
 prediction: measured − predicted, relative, and whether the measurement is inside the prediction's
-interval. `--eval_se` adds the median paired
-SE of neighbouring sizes (`scaling.eval_precision`) over the budgets the fits file holds, which reads
-every run's eval documents. The verification rows are the sweep's, predicted as the runner predicted
+interval. `--eval_se` adds the median paired SE of neighbouring sizes (`scaling.eval_precision`) over
+the budgets the fits file holds, which reads every run's eval documents. The verification rows are the sweep's, predicted as the runner predicted
 them (prediction.json says from which budgets), whatever window the fits file has.
 
 Each sweep ends with its checks: every budget bracketed; Approaches 2 and 3 within `--agree` of each
@@ -53,9 +52,9 @@ def _results_path(fits_path: Path, recorded) -> Path | None:
 
 def verifications(rows) -> list[dict]:
     """One entry per verification budget: its runs (the seeds), the N and D predicted for, their mean loss
-    and its standard error over the seeds (None for one seed), each seed's eval SE, and per approach the prediction, its
-    interval, the relative error (measured − predicted) / predicted and whether the measurement lies
-    inside the interval. Rows still training (no final_eval_loss), or without the prediction train.sweep
+    and its standard error over the seeds (None for one seed), each seed's eval SE, and per approach the
+    prediction, its interval, the relative error (measured − predicted) / predicted and whether the
+    measurement lies inside the interval. Rows still training (no final_eval_loss), or without the prediction train.sweep
     records in them, are left out. train.sweep's report and the notebook read the same entries."""
     by_budget = {}
     for row in rows:
