@@ -11,8 +11,9 @@ gap a_kaplan − a_chinchilla. From the verification rows of the sweep's results
 measured loss, the mean of its seeds with its standard error over the seeds, against each law's
 prediction: measured − predicted, relative, and whether the measurement is inside the prediction's
 interval. `--eval_se` adds the median paired SE of neighbouring sizes (`scaling.eval_precision`) over
-the budgets the fits file holds, which reads every run's eval documents. The verification rows are the sweep's, predicted as the runner predicted
-them (prediction.json says from which budgets), whatever window the fits file has.
+the budgets the fits file holds, which reads every run's eval documents. The verification rows are
+the sweep's, predicted as the runner predicted them (prediction.json says from which budgets),
+whatever window the fits file has.
 
 Each sweep ends with its checks: every budget bracketed; Approaches 2 and 3 within `--agree` of each
 other; each a's interval within ±`--half_width` of it; the gap's interval above 0; and, per law, the
@@ -54,8 +55,8 @@ def verifications(rows) -> list[dict]:
     """One entry per verification budget: its runs (the seeds), the N and D predicted for, their mean loss
     and its standard error over the seeds (None for one seed), each seed's eval SE, and per approach the
     prediction, its interval, the relative error (measured − predicted) / predicted and whether the
-    measurement lies inside the interval. Rows still training (no final_eval_loss), or without the prediction train.sweep
-    records in them, are left out. train.sweep's report and the notebook read the same entries."""
+    measurement lies inside the interval. Rows still training (no final_eval_loss), or without the
+    prediction train.sweep records in them, are left out. train.sweep's report and the notebook read the same entries."""
     by_budget = {}
     for row in rows:
         if (row.get("role") == "verification" and row.get("final_eval_loss") is not None
@@ -227,7 +228,8 @@ def text(summaries, agree, half_width, within) -> list[str]:
             lines.append(f"  median paired SE of neighbouring sizes in the window {s['paired_se']:.5f}")
         for entry in s["verifications"]:
             seeds = f", the mean of {len(entry['runs'])} seeds ± its SE over them" if len(entry["runs"]) > 1 else ""
-            lines.append(f"  verification {entry['runs'][0]} at C={_flops(entry['budget'])}: measured {_measured(entry)}{seeds}")
+            lines.append(f"  verification {entry['runs'][0]} at C={_flops(entry['budget'])}: "
+                         f"measured {_measured(entry)}{seeds}")
             for approach, label in APPROACHES:
                 law = entry["laws"].get(approach)
                 if law:

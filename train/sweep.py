@@ -135,7 +135,8 @@ def verification_report(plan, results: Results) -> list[str]:
             within = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
             name = "isoflop trend" if approach == "isoflop" else approach  # Approach 2: at its own N_opt
             spread = f" ± {se / law['predicted']:.2%}" if se is not None else ""
-            lines.append(f"  {name} predicted {law['predicted']:.4f}{within}: relative error {law['error']:+.2%}{spread}")
+            lines.append(f"  {name} predicted {law['predicted']:.4f}{within}: "
+                         f"relative error {law['error']:+.2%}{spread}")
     return lines
 
 
