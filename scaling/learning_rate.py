@@ -41,6 +41,9 @@ from scaling.powerlaw import fit_power_law
 WINDOW = 4.0  # rates within this factor of a size's best enter its parabola (--window)
 KEY = "lr_schedule.peak_lr"
 LENGTH_SPREAD = 2.0  # tokens-per-parameter ratios this far apart put D in the law
+# Grids are written with rates rounded to three digits, so neighbours "a factor 2 apart" can be 2.005 apart
+# (0.00216, 0.00433); --window 2 must still keep them. The window is widened by 1%, far less than any grid's step.
+ROUNDING_SLACK = 1.01
 
 
 @dataclass
@@ -83,7 +86,7 @@ class LearningRateFit:
 
 def _size_optimum(log_rate, loss, w, window):
     """(optimal rate or None, why not) of one size's runs."""
-    rates, _, _, vertex = windowed_parabola(log_rate, loss, w, window)
+    rates, _, _, vertex = windowed_parabola(log_rate, loss, w, window * ROUNDING_SLACK)
     if vertex is None:
         best = log_rate[w > 0][np.argmin(loss[w > 0])]
         edge = "lowest" if best == rates[0] else "highest" if best == rates[-1] else None

@@ -157,6 +157,31 @@ def test_a_narrow_window_keeps_a_diverged_rate_out_of_the_parabola(seed, tmp_pat
     assert len(err.splitlines()) == 1 and "--window" in err
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_window_of_2_keeps_neighbours_whose_rates_were_rounded_to_three_digits(seed):
+    """A grid a factor 2 apart, written to three digits as sweeps write it (0.00216, 0.00433, ...), puts some
+    neighbours up to 0.5% more than 2x apart. With --window 2 they still enter the best rate's parabola: each
+    size's optimum is the vertex of numpy's parabola through its best rate and both neighbours. A rate 2.1x
+    from the best stays out."""
+    rng = np.random.default_rng(seed)
+    exponent, value = rng.uniform(-0.7, 0.0), 10 ** rng.uniform(-2.5, -1.5)
+    rates = [float(f"{r:.3g}") for r in value * rng.uniform(1, 2) * 2.0 ** np.arange(-4, 4)]
+    rows = sweep_rows(exponent, value, 10 ** np.sort(rng.uniform(4.5, 5.5, 3)), rates, noise=0.002, seed=seed)
+    rng.shuffle(rows)
+    fit = fit_optimal_learning_rate(rows, window=2.0)
+    for size in fit.sizes:
+        best = int(np.argmin(size["losses"]))
+        if not 0 < best < len(size["rates"]) - 1:
+            assert size["optimal_rate"] is None
+            continue
+        c2, c1, _ = np.polyfit(np.log(size["rates"][best - 1:best + 2]), size["losses"][best - 1:best + 2], 2)
+        assert size["optimal_rate"] == pytest.approx(np.exp(-c1 / (2 * c2)), rel=1e-9)
+    assert any(size["optimal_rate"] is not None for size in fit.sizes)
+    wide_grid = sweep_rows(exponent, value, [1e5, 3e5, 1e6], [value * 2.1 ** k for k in range(-3, 4)])
+    with pytest.raises(ValueError, match="too few sizes"):
+        fit_optimal_learning_rate(wide_grid, window=2.0)
+
+
 def test_lengths_apart_only_at_a_size_with_no_optimum_fix_no_token_exponent():
     """Sizes at 10 N and one at 10.2 N have optima; the one trained at 40 N has its best rate at the grid's
     edge. The lengths with optima are too close to fix D's exponent, so the fit refuses rather than
