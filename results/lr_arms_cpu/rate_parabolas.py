@@ -1,4 +1,4 @@
-"""Per end run: the parabola in log rate through the best rate tried and its two neighbours, its optimum against
+"""Per end run (its steps and tokens per step, which the batch rule sets): the parabola in log rate through the best rate tried and its two neighbours, its optimum against
 the rate the ninth sweep's law gave that run, and the loss there.
 
     python results/lr_arms_cpu/rate_parabolas.py > results/lr_arms_cpu/rate_parabolas.txt
@@ -30,6 +30,7 @@ for path in sorted(glob.glob(os.path.join(HERE, "*", "results.jsonl"))):
     at_vertex = np.polyval([c2, c1, c0], vertex)
     bracketed = "bracketed" if 0 < best < len(rows) - 1 else "NOT bracketed: the best rate tried is at an end"
     print(f"{os.path.basename(os.path.dirname(path))}: N {ninth['params_total']:,}, D/N {ninth['tokens'] / ninth['params_total']:.1f}, "
+          f"{ninth['steps']:,} steps of {ninth['tokens'] / ninth['steps']:,.0f} tokens, "
           f"law's rate {rate(ninth):.4g}, {len(rows)} rates ({bracketed}); optimum {np.exp(vertex):.4g} "
           f"({np.exp(vertex) / rate(ninth):.2f}x the law's), loss there {at_vertex:.4f}, "
           f"{law['final_eval_loss'] - at_vertex:.4f} below the law's rate's")
